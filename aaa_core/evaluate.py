@@ -1,0 +1,128 @@
+"""Accuracy, robust accuracy under PGD, transfer attacks and the sanity checks that fail a stage.
+
+Everything works on tensors of a fixed test subset and returns per-example flags, so worst cases over
+restarts or attacks are an AND of flags. Evaluation runs in float32 with models in eval mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from aaa_core.attacks import PGDConfig, pgd, pgd_until_fooled
+
+
+class SanityError(AssertionError):
+    """A robustness number that cannot be trusted: the evaluation stops instead of reporting it."""
+
+
+@torch.no_grad()
+def correct_flags(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> Tensor:
+    return torch.cat([model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+
+
+def robust_flags(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, record_at: Sequence[int] = (),
+                 seed: int = 0, batch_size: int = 256) -> dict[int, Tensor]:
+    """Per-example "never fooled" flags after each step count in ``record_at`` (and ``cfg.steps``).
+
+    An example counts as robust only if it survives every one of ``cfg.restarts`` random starts.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    steps = sorted({*record_at, cfg.steps})
+    flags = {k: torch.ones(len(x), dtype=torch.bool) for k in steps}
+    for _ in range(cfg.restarts):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            _, recorded = pgd_until_fooled(model, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
+                                           random_start=cfg.random_start, loss=cfg.loss,
+                                           generator=generator, record_at=steps)
+            for k in steps:
+                flags[k][start:start + batch_size] &= recorded[k]
+    return flags
+
+
+def transfer_flags(source: nn.Module, target: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *,
+                   seed: int = 0, batch_size: int = 256) -> Tensor:
+    """Craft PGD (final iterate) on ``source``, score on ``target``: per-example "target still correct"."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        x_adv = pgd(source, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
+                    random_start=cfg.random_start, loss=cfg.loss, generator=generator)
+        out.append(correct_flags(target, x_adv, yb, batch_size))
+    return torch.cat(out)
+
+
+def noise_flags(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, seed: int = 0) -> Tensor:
+    """Uniform noise in the same L-inf ball: what an attack must do much better than."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    return correct_flags(model, (x + noise).clamp(0, 1), y)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def check_high_eps(acc: float, eps: float, max_acc: float) -> Check:
+    return Check("accuracy_near_zero_at_high_eps", acc <= max_acc,
+                 f"robust accuracy {acc:.4f} at eps {eps} must be <= {max_acc}")
+
+
+def check_steps_monotone(acc_by_steps: dict[int, float]) -> Check:
+    ordered = [acc_by_steps[k] for k in sorted(acc_by_steps)]
+    ok = all(b <= a for a, b in zip(ordered, ordered[1:]))
+    return Check("more_steps_never_raise_accuracy", ok,
+                 "accuracy by steps " + ", ".join(f"{k}: {acc_by_steps[k]:.4f}" for k in sorted(acc_by_steps)))
+
+
+def check_whitebox_beats_transfer(whitebox: float, transfer: float, tolerance: float) -> Check:
+    return Check("whitebox_at_least_as_strong_as_transfer", whitebox <= transfer + tolerance,
+                 f"white-box accuracy {whitebox:.4f} must be <= transfer accuracy {transfer:.4f} + {tolerance}; "
+                 "if not, gradients through the defence are probably masked")
+
+
+def check_noise_weaker(noise: float, robust: float) -> Check:
+    return Check("noise_weaker_than_attack", noise >= robust,
+                 f"accuracy under uniform noise {noise:.4f} must be >= robust accuracy {robust:.4f}")
+
+
+def enforce(checks: Sequence[Check]) -> None:
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise SanityError("sanity check(s) failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+
+
+def precision_gap(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, seed: int = 0) -> dict:
+    """Accuracy under the same PGD run in float32 and under bfloat16 autocast (the training attack's format).
+
+    Training may use bfloat16 only if its attack is not weaker: a bf16 accuracy well above the float32 one
+    would mean the AE was trained against a softer adversary than the one it is evaluated against.
+    """
+    result = {}
+    for name, enabled in (("fp32", False), ("bf16", True)):
+        generator = torch.Generator().manual_seed(seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            x_adv = pgd(model, x, y, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
+                        random_start=cfg.random_start, loss=cfg.loss, generator=generator)
+        result[f"accuracy_{name}_attack"] = correct_flags(model, x_adv.float(), y).float().mean().item()
+    return result
+
+
+def eps_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_values: Sequence[float], *, steps: int,
+              seed: int = 0) -> list[dict]:
+    """Robust accuracy at each eps, PGD with Madry's step rule alpha = 2.5 * eps / steps."""
+    points = []
+    for eps in eps_values:
+        cfg = PGDConfig(eps=eps, alpha=2.5 * eps / steps, steps=steps)
+        acc = robust_flags(model, x, y, cfg, seed=seed)[steps].float().mean().item()
+        points.append({"eps": eps, "alpha": cfg.alpha, "accuracy": acc})
+    return points

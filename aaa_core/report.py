@@ -1,0 +1,122 @@
+"""Tables laid out like the paper's, ours beside the paper's numbers, and the figures. Reads metrics only."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+PAPER_KEYS = {"natural": "natural", "pgd40": "pgd40", "pgd200": "pgd200"}
+
+
+def load_metrics(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def row_key(m: dict) -> str:
+    """The paper's row label of one evaluated pipeline (keys of paper/reported_results.yaml)."""
+    p = m["pipeline"]
+    if p["ae_loss"]:
+        return f"aaa_{p['ae_loss']}"
+    return "adversarial_training" if p["classifier_mode"] == "adversarial" else "natural_training"
+
+
+ROW_LABELS = {"natural_training": "Natural training", "adversarial_training": "Adversarial training (Madry)",
+              "aaa_ce": "AAA, L_ce", "aaa_mse": "AAA, L_mse", "aaa_ce_mse": "AAA, L_ce+mse"}
+
+
+def fmt_eps(eps: float) -> str:
+    frac = Fraction(eps).limit_denominator(255)
+    return f"{eps:g}" if frac.denominator in (1, 10, 100) else f"{frac.numerator}/{frac.denominator}"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
+    """One paper table: a row per pipeline on ``classifier_arch``, ours next to the paper's for each column."""
+    selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
+    order = ["natural_training", "adversarial_training", f"aaa_{headline}"] + \
+        [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
+    selected.sort(key=lambda m: order.index(row_key(m)))
+    records = []
+    for m in selected:
+        key = row_key(m)
+        label = ROW_LABELS[key] + (" (headline)" if key == f"aaa_{headline}" else "")
+        reported = paper.get(key) or paper.get(f"{classifier_arch}_natural" if key == "natural_training" else key, {})
+        record = {"Model": label, "Natural (ours)": pct(m["natural_accuracy"]),
+                  "Natural (paper)": f"{reported['natural']:.2f}" if "natural" in reported else "n/a"}
+        for k in steps:
+            ours = m["robust_accuracy"].get(f"pgd{k}")
+            theirs = reported.get(f"pgd{k}")
+            record[f"PGD-{k} (ours)"] = pct(ours)
+            record[f"PGD-{k} (paper)"] = "n/a" if theirs is None else f"{theirs:.2f}"
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def caption(rows: list[dict], scale: str) -> str:
+    m = rows[0]
+    a = m["attack"]
+    return (f"{m['label']}, scale `{scale}`, data from {m['data_source']}. Accuracy in percent on the first "
+            f"{a['examples']} test images (natural accuracy too; the full-test-set natural accuracy is in the "
+            f"metrics JSON). Attack: white-box L-inf PGD through the whole pipeline (AE and classifier "
+            f"together), eps {fmt_eps(a['eps'])}, step {fmt_eps(a['alpha'])}, {a['restarts']} restart(s), random "
+            f"start, cross-entropy loss, float32, seed {a['seed']}; an example counts as robust only if no "
+            f"iterate up to the step count fools the model.")
+
+
+def reconstruction_figure(examples: list[dict], out: Path) -> None:
+    """Rows: clean, AE(clean), adversarial, AE(adversarial) for each AE loss; columns: test images."""
+    n = len(examples[0]["clean"])
+    fig, axes = plt.subplots(4 * len(examples), n, figsize=(n * 0.9, 4 * len(examples) * 0.95))
+    for block, ex in enumerate(examples):
+        rows = [("clean", ex["clean"]), ("AE(clean)", ex["recon_clean"]),
+                (f"PGD-{ex['steps']}", ex["adversarial"]), ("AE(adv)", ex["recon_adversarial"])]
+        for r, (name, images) in enumerate(rows):
+            for c in range(n):
+                ax = axes[4 * block + r, c]
+                img = images[c].permute(1, 2, 0).squeeze(-1).float().clamp(0, 1).numpy()
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(f"{ex['ae_loss']}\n{name}" if r == 0 else name, fontsize=7)
+                if r == 3:
+                    ax.set_title(f"pred {int(ex['pred_adversarial'][c])}", fontsize=6, y=-0.35)
+    fig.suptitle(f"{examples[0]['label']}: AAA reconstructions, eps {fmt_eps(examples[0]['eps'])}", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def sweep_figure(sweep: dict, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, points in sweep["curves"].items():
+        ax.plot([p["eps"] for p in points], [100 * p["accuracy"] for p in points], marker="o", label=name)
+    ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(f"{sweep['label']}: PGD-{sweep['attack']['steps']}, {sweep['examples']} test images", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def load_examples(folder: Path, headline: str, classifier_arch: str) -> list[dict]:
+    """The saved figure examples of every AE evaluated on ``classifier_arch``, headline loss first."""
+    examples = [torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))]
+    examples = [e for e in examples if e["classifier_arch"] == classifier_arch]
+    if not examples:
+        raise FileNotFoundError(f"{folder} holds no examples for classifier {classifier_arch!r}; "
+                                "run the evaluate_aaa stages")
+    return sorted(examples, key=lambda e: (e["ae_loss"] != headline, e["ae_loss"]))

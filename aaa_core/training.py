@@ -1,0 +1,150 @@
+"""Training loops: natural and Madry-adversarial classifiers, and the AAA autoencoder (one or many classifiers).
+
+Loops write no outputs of their own: they return a history and, after every epoch, hand a resumable state
+to ``save_state`` (the stage decides where it goes). A state given back through ``resume`` continues the
+run exactly where it stopped: weights, optimizer, learning-rate schedule, RNG and history.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from aaa_core.losses import AELoss
+from aaa_core.models.compose import Defended, freeze
+
+Attack = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Tensor]
+StepFn = Callable[[Tensor, Tensor, torch.Generator, int], Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_patience: int
+    seed: int
+    epoch_images: int = 0    # images drawn (without replacement) per epoch; 0 = the whole training set
+    bf16: bool = False       # bfloat16 autocast for the training attack and step (evaluation stays float32)
+
+
+def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], float],
+        x: Tensor, y: Tensor, cfg: TrainConfig, *, resume: dict | None = None,
+        save_state: Callable[[dict], None] | None = None,
+        log: Callable[[str], None] = print) -> list[dict]:
+    """Adam over ``model``'s trainable parameters, halving the learning rate when the val loss stalls.
+
+    ``step(xb, yb, generator, epoch)`` returns the batch loss (it sets the modes it needs); ``val_loss`` is
+    evaluated once per epoch. Returns one record per epoch: epoch, loss, val_loss, lr, seconds.
+    """
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=cfg.lr_patience)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        history = list(resume["history"])
+        log(f"resuming after epoch {len(history)} of {cfg.epochs}")
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(len(x), generator=generator)[:cfg.epoch_images or None]
+        total, seen = 0.0, 0
+        for batch in order.split(cfg.batch_size):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = step(x[batch], y[batch], generator, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            seen += len(batch)
+        val = val_loss(generator)
+        scheduler.step(val)
+        record = {"epoch": epoch, "loss": total / seen, "val_loss": val,
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
+        history.append(record)
+        log(f"epoch {epoch}/{cfg.epochs}: loss {record['loss']:.4f}  val_loss {val:.4f}  "
+            f"lr {record['lr']:.2e}  {record['seconds']:.0f}s")
+        if save_state is not None:
+            save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                        "history": history})
+    return history
+
+
+def _batched_mean(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int) -> float:
+    total = 0.0
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        total += fn(xb, yb).item() * len(xb)
+    return total / len(x)
+
+
+def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, cfg: TrainConfig,
+                     *, attack: Attack | None = None, **fit_kwargs) -> list[dict]:
+    """Natural training (``attack=None``) or Madry adversarial training: every batch replaced by its PGD
+    adversarial examples, crafted with the model in eval mode."""
+    criterion = nn.CrossEntropyLoss()
+
+    def adversarial(xb: Tensor, yb: Tensor, generator: torch.Generator) -> Tensor:
+        if attack is None:
+            return xb
+        model.eval()
+        return attack(model, xb, yb, generator)
+
+    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, epoch: int) -> Tensor:
+        xb = adversarial(xb, yb, generator)
+        model.train()
+        return criterion(model(xb), yb)
+
+    def val_loss(generator: torch.Generator) -> float:
+        def batch_loss(xb: Tensor, yb: Tensor) -> Tensor:
+            xb = adversarial(xb, yb, generator)
+            with torch.no_grad():
+                return criterion(model.eval()(xb), yb)
+        return _batched_mean(batch_loss, x_val, y_val, cfg.batch_size)
+
+    return fit(model, step, val_loss, x, y, cfg, **fit_kwargs)
+
+
+def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x: Tensor, y: Tensor,
+             x_val: Tensor, y_val: Tensor, cfg: TrainConfig, *, attack: Attack, **fit_kwargs) -> list[dict]:
+    """AAA: train ``ae`` so that frozen classifiers survive PGD through AE and classifier together.
+
+    At every iteration one classifier is drawn at random (an ensemble of one is the single-classifier
+    case); the batch is attacked through ``Defended(ae, classifier)`` with the AE in eval mode, then the
+    AE trains on the adversarial batch with ``loss_fn(logits, y, reconstruction, clean x)``.
+    Classifiers are frozen: their weights and BatchNorm statistics never change.
+    """
+    pipelines = [Defended(ae, freeze(c)) for c in classifiers]
+
+    def draw(generator: torch.Generator) -> Defended:
+        return pipelines[int(torch.randint(len(pipelines), (1,), generator=generator))]
+
+    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, epoch: int) -> Tensor:
+        pipeline = draw(generator)
+        pipeline.eval()
+        x_adv = attack(pipeline, xb, yb, generator)
+        pipeline.train()
+        recon = ae(x_adv)
+        return loss_fn(pipeline.classifier(recon).float(), yb, recon.float(), xb)
+
+    def val_loss(generator: torch.Generator) -> float:
+        def one(xb: Tensor, yb: Tensor) -> Tensor:
+            losses = []
+            for pipeline in pipelines:
+                pipeline.eval()
+                x_adv = attack(pipeline, xb, yb, generator)
+                with torch.no_grad():
+                    recon = ae(x_adv)
+                    losses.append(loss_fn(pipeline.classifier(recon), yb, recon, xb))
+            return torch.stack(losses).mean()
+        result = _batched_mean(one, x_val, y_val, cfg.batch_size)
+        ae.eval()
+        return result
+
+    return fit(ae, step, val_loss, x, y, cfg, **fit_kwargs)

@@ -1,0 +1,38 @@
+"""prepare_data: fetch a dataset from the first source that has it, check it, save uint8 tensors."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from aaa_core.checkpoints import save_torch, write_json
+from aaa_core.config import load_params
+from aaa_core.data import DataError, fetch, get_spec
+
+
+@click.command()
+@click.option("--dataset", required=True, help="Dataset name, e.g. mnist.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="params.yaml", show_default=True)
+def main(dataset: str, out: Path, metrics_path: Path, params_path: Path) -> None:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    spec = get_spec(dataset)
+    try:
+        tensors, record = fetch(dataset, user_dir=params.data.user_dir, download=params.data.download,
+                                offline_dir=params.data.offline_dir, log=click.echo)
+    except DataError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{spec.label}: {len(tensors['x_train'])} train / {len(tensors['x_test'])} test images "
+               f"from {record['source']}")
+    save_torch({**tensors, "dataset": dataset, "label": spec.label, "source": record["source"]}, out)
+    write_json({"dataset": dataset, "label": spec.label, **record,
+                "n_train": len(tensors["x_train"]), "n_test": len(tensors["x_test"]),
+                "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""sweep_eps: robust accuracy against eps for the headline AE pipeline and the baselines (a curve per model)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from aaa_core.checkpoints import load_model, write_json
+from aaa_core.config import load_params
+from aaa_core.data import test_subset
+from aaa_core.evaluate import eps_sweep
+from aaa_core.models import Defended
+from aaa_core.runtime import load_prepared, seed_everything
+
+
+@click.command()
+@click.option("--dataset", required=True)
+@click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The headline AE (params.yaml: loss).")
+@click.option("--classifier", "classifier_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="The natural classifier the AE protects.")
+@click.option("--baseline", "baseline_paths", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Classifiers evaluated alone for comparison (natural, adversarially trained).")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default="params.yaml", show_default=True)
+def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tuple[Path, ...], data_path: Path,
+         metrics_path: Path, params_path: Path) -> None:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    budget = params.budget(dataset)
+    seed_everything(params.seed)
+    data = load_prepared(data_path)
+    x, y = test_subset(data["x_test"], data["y_test"], budget.sweep_subset)
+    ae, ae_info = load_model(ae_path, kind="ae")
+    classifier, clf_info = load_model(classifier_path, kind="classifier")
+    models = {f"ae_{ae_info['meta']['loss']} + {clf_info['arch']}": Defended(ae, classifier).eval()}
+    for path in baseline_paths:
+        model, info = load_model(path, kind="classifier")
+        models[f"{info['arch']} ({info['meta']['mode']})"] = model
+    curves = {}
+    for name, model in models.items():
+        curves[name] = eps_sweep(model, x, y, budget.sweep_eps, steps=budget.sweep_steps, seed=params.seed)
+        click.echo(f"{name}: " + ", ".join(f"{p['eps']:g}: {p['accuracy']:.3f}" for p in curves[name]))
+    write_json({"dataset": dataset, "label": data["label"], "headline_loss": ae_info["meta"]["loss"],
+                "examples": len(x), "seed": params.seed,
+                "attack": {"norm": "linf", "steps": budget.sweep_steps, "alpha": "2.5 * eps / steps",
+                           "restarts": 1, "random_start": True, "loss": "ce"},
+                "curves": curves, "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
+
+
+if __name__ == "__main__":
+    main()

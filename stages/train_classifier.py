@@ -1,0 +1,70 @@
+"""train_classifier: natural training, or Madry PGD adversarial training (the baseline), of one classifier."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from aaa_core.attacks import PGDConfig, pgd
+from aaa_core.checkpoints import save_model, write_json
+from aaa_core.config import load_params
+from aaa_core.evaluate import correct_flags, precision_gap
+from aaa_core.models import build
+from aaa_core.runtime import Resume, load_prepared, seed_everything
+from aaa_core.training import TrainConfig, train_classifier
+from aaa_core.data import split_train_val
+
+
+@click.command()
+@click.option("--dataset", required=True)
+@click.option("--arch", required=True, help="Registry name of the classifier, e.g. dnn or fc.")
+@click.option("--mode", type=click.Choice(["natural", "adversarial"]), required=True)
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default="params.yaml", show_default=True)
+def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics_path: Path,
+         params_path: Path) -> None:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    budget, threat = params.budget(dataset), params.attack(dataset)
+    seed_everything(params.seed)
+    data = load_prepared(data_path)
+    adversarial = mode == "adversarial"
+    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"],
+                                             subset=budget.train_subset,
+                                             val_size=budget.val_size, seed=params.seed)
+    attack_cfg = PGDConfig(eps=threat.eps, alpha=budget.train_alpha, steps=budget.train_steps)
+    cfg = TrainConfig(epochs=budget.adv_epochs if adversarial else budget.classifier_epochs,
+                      batch_size=budget.batch_size, lr=budget.lr, lr_patience=budget.lr_patience,
+                      seed=params.seed, bf16=budget.train_bf16 and adversarial,
+                      epoch_images=budget.adv_epoch_images if adversarial else 0)
+    attack = None
+    if adversarial:
+        def attack(model, xb, yb, generator):
+            return pgd(model, xb, yb, eps=attack_cfg.eps, alpha=attack_cfg.alpha, steps=attack_cfg.steps,
+                       generator=generator)
+    model = build(dataset, arch)
+    description = {"dataset": dataset, "arch": arch, "mode": mode, "train": cfg.__dict__,
+                   "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x)}
+    resume = Resume(out)
+    history = train_classifier(model, x, y, x_val, y_val, cfg, attack=attack,
+                               resume=resume.load(description, click.echo),
+                               save_state=resume.saver(description), log=click.echo)
+    model.eval()
+    test_acc = correct_flags(model, data["x_test"], data["y_test"]).float().mean().item()
+    click.echo(f"{dataset} {arch} ({mode}): test accuracy {test_acc:.4f}")
+    save_model(model, out, kind="classifier", dataset=dataset, arch=arch, mode=mode, description=description)
+    metrics = {"dataset": dataset, "label": data["label"], "arch": arch, "mode": mode,
+               "test_accuracy": test_acc, "n_test": len(data["x_test"]), **description, "history": history}
+    if adversarial:
+        metrics["training_attack_precision"] = precision_gap(model, x_val[:256], y_val[:256], attack_cfg)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(metrics, metrics_path)
+    resume.clear()
+
+
+if __name__ == "__main__":
+    main()
