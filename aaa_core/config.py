@@ -46,6 +46,7 @@ class ScaleConfig:
     latent_dim: int
     classifier_epochs: int
     adv_epochs: int          # Madry adversarial training of the baseline classifier
+    adv_eps_ramp: int        # Madry training: iterations over which eps grows linearly from 0 (0 = none)
     ae_epochs: int
     train_steps: int         # PGD steps of the training attack
     train_alpha: float       # PGD step size of the training attack
@@ -64,6 +65,23 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class SuiteBudget:
+    """The adaptive-attack suite (stage ``robustness``); its eps and paper protocol come from ``threat``."""
+    subset: int               # first test images attacked (0 = the full test set)
+    pgd_steps: int            # PGD with restarts, cross-entropy and margin loss
+    pgd_alpha: float
+    pgd_restarts: int
+    apgd_steps: int           # APGD-CE and APGD-T iterations (AutoAttack's standard: 100)
+    apgdt_targets: int        # APGD-T target classes (AutoAttack's standard: 9)
+    square_queries: int       # Square attack query budget per example
+    transfer_steps: int       # PGD steps of the transfer attacks, crafted on the source model
+    curve_eps: list[float]    # accuracy against eps (PGD-curve_steps, step 2.5 * eps / steps); must fall to ~0
+    curve_steps: int
+    max_acc_at_high_eps: float
+    masking_tolerance: float  # query-only / transfer may beat the best white-box attack by at most this
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     scale: str
@@ -71,6 +89,7 @@ class Params:
     data: DataConfig
     threat: dict[str, ThreatConfig]
     scales: dict[str, dict[str, ScaleConfig]]
+    suite: dict[str, dict[str, SuiteBudget]]   # suite.<scale>.<dataset>
 
     def budget(self, dataset: str) -> ScaleConfig:
         """The budgets of ``dataset`` at the selected scale."""
@@ -78,6 +97,12 @@ class Params:
             return self.scales[self.scale][dataset]
         except KeyError:
             raise ParamsError(f"params: no scales.{self.scale}.{dataset} section") from None
+
+    def suite_budget(self, dataset: str) -> SuiteBudget:
+        try:
+            return self.suite[self.scale][dataset]
+        except KeyError:
+            raise ParamsError(f"params: no suite.{self.scale}.{dataset} section") from None
 
     def attack(self, dataset: str) -> ThreatConfig:
         try:

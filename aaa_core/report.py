@@ -97,19 +97,26 @@ def reconstruction_figure(examples: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def sweep_figure(sweep: dict, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, points in sweep["curves"].items():
-        ax.plot([p["eps"] for p in points], [100 * p["accuracy"] for p in points], marker="o", label=name)
+def curve_figure(curves: dict[str, list[dict]], title: str, out: Path) -> None:
+    """Robust accuracy against eps, one line per model; points are dicts with eps and accuracy."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, points in curves.items():
+        ax.plot([p["eps"] for p in points], [100 * p["accuracy"] for p in points], marker="o", markersize=3,
+                label=name)
     ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
     ax.set_ylabel("robust accuracy (%)")
-    ax.set_title(f"{sweep['label']}: PGD-{sweep['attack']['steps']}, {sweep['examples']} test images", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def sweep_figure(sweep: dict, out: Path) -> None:
+    curve_figure(sweep["curves"], f"{sweep['label']}: PGD-{sweep['attack']['steps']}, {sweep['examples']} test images",
+                 out)
 
 
 def load_examples(folder: Path, headline: str, classifier_arch: str) -> list[dict]:
@@ -120,3 +127,77 @@ def load_examples(folder: Path, headline: str, classifier_arch: str) -> list[dic
         raise FileNotFoundError(f"{folder} holds no examples for classifier {classifier_arch!r}; "
                                 "run the evaluate_aaa stages")
     return sorted(examples, key=lambda e: (e["ae_loss"] != headline, e["ae_loss"]))
+
+
+PIPELINE_ORDER = ["natural_training", "adversarial_training", "aaa_ce", "aaa_mse", "aaa_ce_mse"]
+
+
+def _pipeline_label(m: dict) -> str:
+    p = m["pipeline"]
+    base = ROW_LABELS[row_key(m)]
+    return f"{base}, {p['classifier_arch'].upper()}" if p["ae_loss"] else f"{base} ({p['classifier_arch'].upper()})"
+
+
+def robustness_section(rows: list[dict], figure: Path) -> list[str]:
+    """One dataset's part of reports/robustness.md: accuracy per attack, worst case, settings, checks, verdict."""
+    rows = sorted(rows, key=lambda m: (m["pipeline"]["classifier_arch"] != "dnn", m["pipeline"]["classifier_arch"],
+                                       PIPELINE_ORDER.index(row_key(m))))
+    first = rows[0]
+    attack_names = [a["name"] for a in first["attacks"] if a["kind"] != "transfer"]
+    records = []
+    for m in rows:
+        acc = {a["name"]: a for a in m["attacks"]}
+        record = {"Pipeline": _pipeline_label(m), "Natural": pct(m["natural_accuracy"])}
+        record.update({name: pct(acc[name]["accuracy"]) if name in acc else "n/a" for name in attack_names})
+        transfers = [a for a in m["attacks"] if a["kind"] == "transfer"]
+        for i, a in enumerate(transfers, 1):
+            record[f"transfer {i}"] = f"{pct(a['accuracy'])} (from {a['settings']['crafted_on']})"
+        record["Uniform noise"] = pct(m["uniform_noise_accuracy"])
+        record["Worst case"] = f"**{pct(m['worst_case_accuracy'])}**"
+        records.append(record)
+    settings = [{"Attack": a["name"], "Kind": a["kind"],
+                 "Settings": ", ".join(f"{k} {v}" for k, v in a["settings"].items()
+                                       if k not in ("examples", "seed", "crafted_on"))}
+                for a in first["attacks"] if a["kind"] != "transfer"]
+    settings.append({"Attack": "transfer i", "Kind": "transfer",
+                     "Settings": ", ".join(f"{k} {v}" for k, v in next(
+                         a for a in first["attacks"] if a["kind"] == "transfer")["settings"].items()
+                         if k not in ("examples", "seed", "crafted_on")) + ", crafted on the named model"})
+    lines = [f"## {first['label']}", "",
+             f"First {first['examples']} test images, seed {first['seed']}, eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
+             f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start).", "",
+             pd.DataFrame.from_records(records).to_markdown(index=False), "", verdict(rows), "",
+             "### Attack settings", "", pd.DataFrame.from_records(settings).to_markdown(index=False), "",
+             "### Sanity checks (all passed, or the stage would have failed)", ""]
+    for m in rows:
+        lines.append(f"- {_pipeline_label(m)}: " + "; ".join(c["detail"] for c in m["checks"]))
+    curve = first["accuracy_against_eps"]
+    lines += ["", f"### Accuracy against eps (PGD-{curve[0]['steps']}, step 2.5 * eps / steps)", "",
+              f"![accuracy against eps]({figure})", ""]
+    return lines
+
+
+def verdict(rows: list[dict]) -> str:
+    """Does the best AAA pipeline on the source classifier beat Madry adversarial training under the worst case?"""
+    madry = [m for m in rows if row_key(m) == "adversarial_training"]
+    aaa = [m for m in rows if m["pipeline"]["ae_loss"] and madry
+           and m["pipeline"]["classifier_arch"] == madry[0]["pipeline"]["classifier_arch"]]
+    if not madry or not aaa:
+        return "No Madry baseline and AAA pipeline on the same classifier to compare."
+    base = madry[0]["worst_case_accuracy"]
+    parts = []
+    for m in sorted(aaa, key=lambda m: -m["worst_case_accuracy"]):
+        diff = 100 * (m["worst_case_accuracy"] - base)
+        parts.append(f"{_pipeline_label(m)} {pct(m['worst_case_accuracy'])} ({diff:+.2f} points)")
+    best = max(aaa, key=lambda m: m["worst_case_accuracy"])
+    beats = best["worst_case_accuracy"] > base
+    return (f"**Worst case, AAA against Madry adversarial training ({pct(base)}):** " + "; ".join(parts) + ". "
+            + ("The best AAA pipeline beats the Madry baseline under the worst case."
+               if beats else "No AAA pipeline beats the Madry baseline under the worst case."))
+
+
+def robustness_figure(rows: list[dict], out: Path) -> None:
+    first = rows[0]
+    curve_figure({_pipeline_label(m): m["accuracy_against_eps"] for m in sorted(rows, key=_pipeline_label)},
+                 f"{first['label']}: PGD-{first['accuracy_against_eps'][0]['steps']}, {first['examples']} test images",
+                 out)

@@ -16,8 +16,9 @@ from torch import Tensor, nn
 from aaa_core.losses import AELoss
 from aaa_core.models.compose import Defended, freeze
 
-Attack = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Tensor]
-StepFn = Callable[[Tensor, Tensor, torch.Generator, int], Tensor]
+# attack(model, x, y, generator, strength): strength in (0, 1] scales eps and step (1 = the full attack)
+Attack = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
+StepFn = Callable[[Tensor, Tensor, torch.Generator, int], Tensor]   # (x, y, generator, iteration) -> loss
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class TrainConfig:
     seed: int
     epoch_images: int = 0    # images drawn (without replacement) per epoch; 0 = the whole training set
     bf16: bool = False       # bfloat16 autocast for the training attack and step (evaluation stays float32)
+    eps_ramp: int = 0        # Madry training: eps grows linearly from 0 over this many iterations (0 = none)
 
 
 def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], float],
@@ -37,7 +39,7 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
         log: Callable[[str], None] = print) -> list[dict]:
     """Adam over ``model``'s trainable parameters, halving the learning rate when the val loss stalls.
 
-    ``step(xb, yb, generator, epoch)`` returns the batch loss (it sets the modes it needs); ``val_loss`` is
+    ``step(xb, yb, generator, iteration)`` returns the batch loss (it sets the modes it needs); ``val_loss`` is
     evaluated once per epoch. Returns one record per epoch: epoch, loss, val_loss, lr, seconds.
     """
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -55,9 +57,10 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
         start = time.perf_counter()
         order = torch.randperm(len(x), generator=generator)[:cfg.epoch_images or None]
         total, seen = 0.0, 0
-        for batch in order.split(cfg.batch_size):
+        batches = order.split(cfg.batch_size)
+        for index, batch in enumerate(batches):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = step(x[batch], y[batch], generator, epoch)
+                loss = step(x[batch], y[batch], generator, (epoch - 1) * len(batches) + index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -87,17 +90,23 @@ def _batched_mean(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, 
 def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, cfg: TrainConfig,
                      *, attack: Attack | None = None, **fit_kwargs) -> list[dict]:
     """Natural training (``attack=None``) or Madry adversarial training: every batch replaced by its PGD
-    adversarial examples, crafted with the model in eval mode."""
+    adversarial examples, crafted with the model in eval mode.
+
+    With ``cfg.eps_ramp`` the attack's eps grows linearly over the first iterations: trained from scratch
+    against the full eps 0.3 on MNIST, the network can stay at chance (measured here: loss 2.30 after 200
+    batches without the ramp, 1.16 with a 100-iteration ramp).
+    """
     criterion = nn.CrossEntropyLoss()
 
-    def adversarial(xb: Tensor, yb: Tensor, generator: torch.Generator) -> Tensor:
+    def adversarial(xb: Tensor, yb: Tensor, generator: torch.Generator, strength: float = 1.0) -> Tensor:
         if attack is None:
             return xb
         model.eval()
-        return attack(model, xb, yb, generator)
+        return attack(model, xb, yb, generator, strength)
 
-    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, epoch: int) -> Tensor:
-        xb = adversarial(xb, yb, generator)
+    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
+        strength = min(1.0, (iteration + 1) / cfg.eps_ramp) if cfg.eps_ramp else 1.0
+        xb = adversarial(xb, yb, generator, strength)
         model.train()
         return criterion(model(xb), yb)
 
@@ -125,10 +134,10 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
     def draw(generator: torch.Generator) -> Defended:
         return pipelines[int(torch.randint(len(pipelines), (1,), generator=generator))]
 
-    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, epoch: int) -> Tensor:
+    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
         pipeline = draw(generator)
         pipeline.eval()
-        x_adv = attack(pipeline, xb, yb, generator)
+        x_adv = attack(pipeline, xb, yb, generator, 1.0)
         pipeline.train()
         recon = ae(x_adv)
         return loss_fn(pipeline.classifier(recon).float(), yb, recon.float(), xb)
@@ -138,7 +147,7 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
             losses = []
             for pipeline in pipelines:
                 pipeline.eval()
-                x_adv = attack(pipeline, xb, yb, generator)
+                x_adv = attack(pipeline, xb, yb, generator, 1.0)
                 with torch.no_grad():
                     recon = ae(x_adv)
                     losses.append(loss_fn(pipeline.classifier(recon), yb, recon, xb))

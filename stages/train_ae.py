@@ -43,9 +43,9 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
                       lr_patience=budget.lr_patience, seed=params.seed, bf16=budget.train_bf16,
                       epoch_images=budget.adv_epoch_images)
 
-    def attack(model, xb, yb, generator):
-        return pgd(model, xb, yb, eps=attack_cfg.eps, alpha=attack_cfg.alpha, steps=attack_cfg.steps,
-                   generator=generator)
+    def attack(model, xb, yb, generator, strength):
+        return pgd(model, xb, yb, eps=strength * attack_cfg.eps, alpha=strength * attack_cfg.alpha,
+                   steps=attack_cfg.steps, generator=generator)
 
     arch_kwargs = {"latent_dim": budget.latent_dim}
     ae = build(dataset, "ae", **arch_kwargs)

@@ -40,12 +40,13 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     cfg = TrainConfig(epochs=budget.adv_epochs if adversarial else budget.classifier_epochs,
                       batch_size=budget.batch_size, lr=budget.lr, lr_patience=budget.lr_patience,
                       seed=params.seed, bf16=budget.train_bf16 and adversarial,
-                      epoch_images=budget.adv_epoch_images if adversarial else 0)
+                      epoch_images=budget.adv_epoch_images if adversarial else 0,
+                      eps_ramp=budget.adv_eps_ramp if adversarial else 0)
     attack = None
     if adversarial:
-        def attack(model, xb, yb, generator):
-            return pgd(model, xb, yb, eps=attack_cfg.eps, alpha=attack_cfg.alpha, steps=attack_cfg.steps,
-                       generator=generator)
+        def attack(model, xb, yb, generator, strength):
+            return pgd(model, xb, yb, eps=strength * attack_cfg.eps, alpha=strength * attack_cfg.alpha,
+                       steps=attack_cfg.steps, generator=generator)
     model = build(dataset, arch)
     description = {"dataset": dataset, "arch": arch, "mode": mode, "train": cfg.__dict__,
                    "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x)}

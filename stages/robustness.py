@@ -1,0 +1,84 @@
+"""robustness: the adaptive-attack suite on one pipeline (classifier alone, or AE + classifier).
+
+Fails, writing nothing, when a sanity check fails: above all when a query-only or transfer attack beats
+every white-box attack, the signature of masked gradients.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from aaa_core.checkpoints import load_model, write_json
+from aaa_core.config import load_params
+from aaa_core.data import test_subset
+from aaa_core.evaluate import enforce, SanityError
+from aaa_core.models import Defended
+from aaa_core.runtime import load_prepared, seed_everything
+from aaa_core.suite import SuiteConfig, evaluate_suite
+
+
+def load_pipeline(spec: str):
+    """'models/mnist/dnn.pt' or 'models/mnist/ae_mse.pt+models/mnist/dnn.pt' (AE + classifier)."""
+    parts = spec.split("+")
+    classifier, clf_info = load_model(parts[-1], kind="classifier")
+    if len(parts) == 1:
+        return classifier, clf_info, None
+    ae, ae_info = load_model(parts[0], kind="ae")
+    return Defended(ae, classifier).eval(), clf_info, ae_info
+
+
+@click.command()
+@click.option("--dataset", required=True)
+@click.option("--name", required=True, help="The pipeline's name in the report, e.g. ae_ce_mse-dnn.")
+@click.option("--pipeline", "pipeline_spec", required=True,
+              help="CLASSIFIER.pt, or AE.pt+CLASSIFIER.pt for a defended pipeline.")
+@click.option("--transfer", "transfers", multiple=True,
+              help="NAME=SPEC: a model (same syntax as --pipeline) on which a transfer attack is crafted.")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default="params.yaml", show_default=True)
+def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...], data_path: Path,
+         metrics_path: Path, params_path: Path) -> None:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    threat, budget = params.attack(dataset), params.suite_budget(dataset)
+    seed_everything(params.seed)
+    data = load_prepared(data_path)
+    model, clf_info, ae_info = load_pipeline(pipeline_spec)
+    sources = {}
+    for item in transfers:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected NAME=SPEC", param_hint="--transfer")
+        source_name, spec = item.split("=", 1)
+        sources[source_name] = load_pipeline(spec)[0]
+    cfg = SuiteConfig(eps=threat.eps, paper_alpha=threat.alpha, paper_steps=threat.eval_steps,
+                      pgd_steps=budget.pgd_steps, pgd_alpha=budget.pgd_alpha, pgd_restarts=budget.pgd_restarts,
+                      apgd_steps=budget.apgd_steps, apgdt_targets=budget.apgdt_targets,
+                      square_queries=budget.square_queries, transfer_steps=budget.transfer_steps,
+                      curve_eps=budget.curve_eps, curve_steps=budget.curve_steps,
+                      max_acc_at_high_eps=budget.max_acc_at_high_eps, masking_tolerance=budget.masking_tolerance,
+                      seed=params.seed)
+    x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
+    click.echo(f"{name}: {len(x)} test images, eps {cfg.eps}")
+    report = evaluate_suite(model, x, y, cfg, transfer_sources=sources, log=click.echo)
+    click.echo(f"  {'worst case':28s} {100 * report.worst:6.2f}%  (natural {100 * report.natural:.2f}%, "
+               f"uniform noise {100 * report.noise:.2f}%)")
+    metrics = {"dataset": dataset, "label": data["label"], "data_source": data["source"], "name": name,
+               "pipeline": {"spec": pipeline_spec, "classifier_arch": clf_info["arch"],
+                            "classifier_mode": clf_info["meta"]["mode"],
+                            "ae_loss": ae_info["meta"]["loss"] if ae_info else None},
+               "examples": len(x), "seed": params.seed, "precision": "float32", **report.as_dict(),
+               "seconds": None}
+    try:
+        enforce(report.checks)
+    except SanityError as err:
+        raise click.ClickException(f"{name}: {err}") from None
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(metrics, metrics_path)
+
+
+if __name__ == "__main__":
+    main()

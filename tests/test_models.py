@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from aaa_core.models import AUTOENCODER_NAMES, REGISTRY, build, list_models
+
+SHAPES = {"mnist": (1, 28, 28)}
+CASES = [(ds, name) for ds in REGISTRY for name in list_models(ds)]
+
+
+@pytest.mark.parametrize("dataset,name", CASES)
+def test_registered_model_shapes(dataset, name):
+    torch.manual_seed(0)
+    model = build(dataset, name).eval()
+    x = torch.rand(5, *SHAPES[dataset])
+    with torch.no_grad():
+        out = model(x)
+    if name in AUTOENCODER_NAMES:
+        assert out.shape == x.shape
+        assert out.min() >= 0 and out.max() <= 1
+        z = model.encode(x)
+        assert z.shape[0] == 5 and torch.allclose(model.decode(z), out)
+    else:
+        assert out.shape == (5, 10)
+        # logits, not probabilities: rows do not sum to one and some entries are negative
+        assert not torch.allclose(out.sum(1), torch.ones(5), atol=1e-3)
+        assert (out < 0).any()
+
+
+def test_mnist_ae_latent_is_a_parameter():
+    assert build("mnist", "ae").encode(torch.rand(2, 1, 28, 28)).shape == (2, 128)  # the paper's text
+    assert build("mnist", "ae", latent_dim=1024).encode(torch.rand(2, 1, 28, 28)).shape == (2, 1024)  # Table 11
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="expected one of.*dnn"):
+        build("mnist", "resnet")
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        build("svhn", "dnn")

@@ -1,0 +1,54 @@
+"""The evaluation's sanity checks must catch what they are meant to catch, on real models."""
+import torch
+from torch import nn
+
+from aaa_core.attacks import PGDConfig
+from aaa_core.evaluate import (check_high_eps, check_noise_weaker, check_steps_monotone,
+                               check_whitebox_beats_transfer, noise_flags, robust_flags, transfer_flags)
+
+EPS = 0.3
+
+
+class RoundInput(nn.Module):
+    """Quantises its input to 16 grey levels: the classifier still works, but its gradient is zero."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(torch.round(x * 15) / 15)
+
+
+def acc(flags) -> float:
+    return flags.float().mean().item()
+
+
+def test_masked_gradients_trip_the_whitebox_vs_transfer_check(trained_fc, mnist):
+    x, y = mnist["x_test"][:300], mnist["y_test"][:300]
+    masked = RoundInput(trained_fc).eval()
+    cfg = PGDConfig(eps=EPS, alpha=0.01, steps=40)
+    whitebox = acc(robust_flags(masked, x, y, cfg)[40])
+    transfer = acc(transfer_flags(trained_fc, masked, x, y, cfg))
+    assert whitebox > 0.5 and transfer < 0.2  # the defence only looks robust
+    assert not check_whitebox_beats_transfer(whitebox, transfer, tolerance=0.01).passed
+    # ... while the honest model passes it
+    honest = acc(robust_flags(trained_fc, x, y, cfg)[40])
+    assert check_whitebox_beats_transfer(honest, transfer, tolerance=0.01).passed
+
+
+def test_high_eps_check(trained_fc, mnist):
+    x, y = mnist["x_test"][:200], mnist["y_test"][:200]
+    high = acc(robust_flags(trained_fc, x, y, PGDConfig(eps=1.0, alpha=0.1, steps=20))[20])
+    assert check_high_eps(high, 1.0, 0.05).passed
+    assert not check_high_eps(0.4, 1.0, 0.05).passed
+
+
+def test_noise_and_monotonicity_checks(trained_fc, mnist):
+    x, y = mnist["x_test"][:200], mnist["y_test"][:200]
+    robust = acc(robust_flags(trained_fc, x, y, PGDConfig(eps=EPS, alpha=0.01, steps=40))[40])
+    noise = acc(noise_flags(trained_fc, x, y, EPS))
+    assert check_noise_weaker(noise, robust).passed
+    assert not check_noise_weaker(0.1, 0.5).passed
+    assert check_steps_monotone({40: 0.5, 200: 0.4}).passed
+    assert not check_steps_monotone({40: 0.5, 200: 0.6}).passed

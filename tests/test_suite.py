@@ -1,0 +1,92 @@
+"""The adaptive-attack suite: each attack works, the worst case is per example, each check catches its fault."""
+import pytest
+import torch
+
+from aaa_core.suite import (QUERY_ONLY, TRANSFER, AttackResult, SuiteConfig, check_in_ball, evaluate_suite,
+                            run_suite, suite_checks, worst_case)
+from tests.test_sanity import RoundInput
+
+CFG = SuiteConfig(eps=0.3, paper_alpha=0.01, paper_steps=[10, 20], pgd_steps=20, pgd_alpha=0.03, pgd_restarts=2,
+                  apgd_steps=20, apgdt_targets=2, square_queries=300, transfer_steps=10,
+                  curve_eps=[0.0, 0.1, 0.3, 1.0], curve_steps=10, max_acc_at_high_eps=0.05, masking_tolerance=0.02)
+
+
+def by_name(report):
+    return {r.name: r for r in report.results}
+
+
+def test_every_attack_breaks_an_undefended_classifier(trained_fc, mnist):
+    x, y = mnist["x_test"][:100], mnist["y_test"][:100]
+    report = evaluate_suite(trained_fc, x, y, CFG, transfer_sources={"itself": trained_fc}, log=lambda _: None)
+    results = by_name(report)
+    assert set(results) == {"pgd10-paper", "pgd20-paper", "pgd20-ce-x2", "pgd20-margin-x2", "apgd-ce", "apgd-t",
+                            "square", "transfer-from-itself"}
+    assert report.natural > 0.85
+    for r in report.results:
+        assert r.accuracy < 0.2, r.name
+        assert {"eps", "norm", "examples", "seed"} <= set(r.settings)
+    assert report.worst <= min(r.accuracy for r in report.results)
+    assert all(c.passed for c in report.checks), [c for c in report.checks if not c.passed]
+
+
+def test_masked_gradients_trip_the_query_only_check(trained_fc, mnist):
+    """A model that rounds its input looks robust to every gradient attack; Square sees through it."""
+    x, y = mnist["x_test"][:100], mnist["y_test"][:100]
+    masked = RoundInput(trained_fc).eval()
+    results = run_suite(masked, x, y, CFG, attacks=["pgd10-paper", "pgd20-paper", "pgd20-ce-x2", "apgd-ce",
+                                                    "square"], log=lambda _: None)
+    named = {r.name: r for r in results}
+    assert named["apgd-ce"].accuracy > 0.5 and named["square"].accuracy < 0.3
+    checks = {c.name: c for c in suite_checks(0.9, 0.9, results, [{"eps": 0.0, "accuracy": 0.9},
+                                                                  {"eps": 1.0, "accuracy": 0.0}], CFG, len(x))}
+    assert not checks["no_masked_gradients:square"].passed
+    assert "GRADIENTS ARE MASKED" in checks["no_masked_gradients:square"].detail
+
+
+def flags(*values):
+    return torch.tensor(values, dtype=torch.bool)
+
+
+def test_worst_case_is_per_example():
+    a = AttackResult("a", "white-box", {}, flags(1, 1, 0, 1))
+    b = AttackResult("b", QUERY_ONLY, {}, flags(1, 0, 1, 1))
+    assert worst_case([a, b]).tolist() == [True, False, False, True]  # 50%, below both attacks' 75%
+
+
+def make_results(white=0.5, square=0.6, paper=(0.6, 0.55)):
+    n = 100
+
+    def f(acc):
+        return torch.arange(n) < round(acc * n)
+
+    return [AttackResult("pgd40-paper", "white-box", {}, f(paper[0])),
+            AttackResult("pgd200-paper", "white-box", {}, f(paper[1])),
+            AttackResult("apgd-ce", "white-box", {}, f(white)),
+            AttackResult("square", QUERY_ONLY, {}, f(square)),
+            AttackResult("transfer-from-dnn", TRANSFER, {}, f(0.7))]
+
+
+GOOD_CURVE = [{"eps": 0.0, "accuracy": 0.99}, {"eps": 0.3, "accuracy": 0.5}, {"eps": 1.0, "accuracy": 0.0}]
+
+
+@pytest.mark.parametrize("fault,results,curve,noise,check", [
+    ("curve rises", make_results(), [{"eps": 0.0, "accuracy": 0.5}, {"eps": 0.3, "accuracy": 0.7},
+                                     {"eps": 1.0, "accuracy": 0.0}], 0.98, "accuracy_falls_with_eps"),
+    ("robust at eps 1", make_results(), [{"eps": 0.0, "accuracy": 0.99}, {"eps": 1.0, "accuracy": 0.3}], 0.98,
+     "accuracy_near_zero_at_high_eps"),
+    ("more steps help", make_results(paper=(0.5, 0.6)), GOOD_CURVE, 0.98, "more_steps_never_raise_accuracy"),
+    ("noise as bad as attack", make_results(), GOOD_CURVE, 0.6, "noise_hurts_far_less_than_attack"),
+    ("query-only wins", make_results(square=0.3), GOOD_CURVE, 0.98, "no_masked_gradients:square"),
+])
+def test_each_check_catches_its_fault(fault, results, curve, noise, check):
+    checks = {c.name: c for c in suite_checks(0.99, noise, results, curve, CFG, 100)}
+    assert not checks[check].passed, fault
+    assert sum(not c.passed for c in checks.values()) == 1, [c.name for c in checks.values() if not c.passed]
+    assert all(c.passed for c in suite_checks(0.99, 0.98, make_results(), GOOD_CURVE, CFG, 100))
+
+
+def test_points_outside_the_ball_are_refused():
+    x = torch.full((2, 1, 2, 2), 0.5)
+    with pytest.raises(ValueError, match="outside the L-inf ball"):
+        check_in_ball(x + 0.31, x, 0.3, "buggy")
+    check_in_ball(x + 0.3, x, 0.3, "fine")
