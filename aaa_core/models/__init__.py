@@ -1,25 +1,45 @@
 """Model zoo keyed like the paper's tables: ``build(dataset, name)``.
 
+One module per dataset (``mnist.py``, ...), each with ``CLASSIFIERS`` and ``AUTOENCODERS`` dicts of
+constructors; the registry finds them by module name, so adding a dataset touches no other file (and no
+other dataset's DVC stages).
+
 Every classifier maps images in [0, 1] of shape (N, C, H, W) to logits (N, K), normalisation inside.
 Every autoencoder maps [0, 1] images to [0, 1] images of the same shape and exposes ``encode``/``decode``.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 from torch import nn
 
-from aaa_core.models import mnist
 from aaa_core.models.compose import Defended, Normalize, freeze
 
-REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {
-    "mnist": {**mnist.CLASSIFIERS, **mnist.AUTOENCODERS},
-}
-AUTOENCODER_NAMES = {"ae"}
+_SHARED = {"compose"}
+
+
+def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[str, set[str]]]:
+    registry, autoencoders = {}, {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in _SHARED or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        registry[info.name] = {**module.CLASSIFIERS, **module.AUTOENCODERS}
+        autoencoders[info.name] = set(module.AUTOENCODERS)
+    return registry, autoencoders
+
+
+REGISTRY, AUTOENCODERS = _discover()
 
 
 def list_models(dataset: str) -> list[str]:
     return sorted(_zoo(dataset))
+
+
+def is_autoencoder(dataset: str, name: str) -> bool:
+    return name in AUTOENCODERS.get(dataset, set())
 
 
 def _zoo(dataset: str) -> dict[str, Callable[..., nn.Module]]:
@@ -37,4 +57,4 @@ def build(dataset: str, name: str, **kwargs) -> nn.Module:
     return zoo[name](**kwargs)
 
 
-__all__ = ["REGISTRY", "AUTOENCODER_NAMES", "Defended", "Normalize", "build", "freeze", "list_models"]
+__all__ = ["REGISTRY", "AUTOENCODERS", "Defended", "Normalize", "build", "freeze", "is_autoencoder", "list_models"]

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from aaa_core.attacks import PGDConfig, pgd
+from aaa_core.evaluate import correct_flags, robust_flags
+from aaa_core.knn import KNNDefended, LatentBank, encode_all, knn_indices
+from aaa_core.losses import get_loss
+from aaa_core.models import Defended, build
+from aaa_core.training import TrainConfig, train_ae
+
+
+def brute_force(queries, bank, k):
+    return torch.cdist(queries.double(), bank.double()).topk(k, largest=False).indices
+
+
+def test_exact_knn_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(3000, 64, generator=g), torch.randn(500, 64, generator=g)
+    idx = knn_indices(queries, bank, 10, chunk=128)
+    assert torch.equal(idx.sort(1).values, brute_force(queries, bank, 10).sort(1).values)
+    assert torch.equal(knn_indices(bank[:7], bank, 1).squeeze(1), torch.arange(7))  # a bank point finds itself
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="dimensions"):
+        knn_indices(torch.randn(2, 3), torch.randn(5, 4), 1)
+    with pytest.raises(ValueError, match="k=6 must be in 1..5"):
+        knn_indices(torch.randn(2, 4), torch.randn(5, 4), 6)
+
+
+def test_bank_keeps_the_latent_shape():
+    bank = LatentBank(torch.randn(50, 4, 3, 3), k=5)
+    z = torch.randn(6, 4, 3, 3)
+    out = bank.neighbour_mean(z)
+    assert out.shape == z.shape
+    idx = knn_indices(z.flatten(1), bank.latents, 5)
+    assert torch.allclose(out[0].flatten(), bank.latents[idx[0]].mean(0))
+
+
+@pytest.fixture(scope="module")
+def knn_pipeline(mnist, trained_fc):
+    torch.manual_seed(0)
+    ae = build("mnist", "ae", latent_dim=32)
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.002, lr_patience=5, seed=0, epoch_images=3000)
+
+    def attack(model, xb, yb, generator, strength):
+        return pgd(model, xb, yb, eps=0.3, alpha=0.1, steps=3, generator=generator)
+
+    train_ae(ae, [trained_fc], get_loss("ce_mse"), mnist["x_train"], mnist["y_train"], mnist["x_test"][:64],
+             mnist["y_test"][:64], cfg, attack=attack, log=lambda _: None)
+    ae.eval()
+    bank = LatentBank(encode_all(ae, mnist["x_train"]), k=10)
+    return ae, trained_fc, bank
+
+
+def test_plain_gradient_through_knn_is_zero_and_bpda_is_not(knn_pipeline, mnist):
+    ae, clf, bank = knn_pipeline
+    x, y = mnist["x_test"][:16].clone().requires_grad_(True), mnist["y_test"][:16]
+    plain = KNNDefended(ae, clf, bank).eval()
+    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(plain(x), y), x)
+    assert torch.count_nonzero(grad) == 0
+    straight = KNNDefended(ae, clf, bank, bpda=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(straight(x), plain(x), atol=1e-5)  # same forward values, up to rounding
+    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(straight(x), y), x)
+    assert torch.count_nonzero(grad) > 0
+
+
+def test_bpda_attack_is_not_weaker_than_the_papers_protocol(knn_pipeline, mnist):
+    ae, clf, bank = knn_pipeline
+    x, y = mnist["x_test"][:200], mnist["y_test"][:200]
+    target = KNNDefended(ae, clf, bank).eval()
+    cfg = PGDConfig(eps=0.3, alpha=0.02, steps=20)
+    # (1) non-adaptive: crafted on AE + classifier without kNN, then classified with kNN
+    x_adv = pgd(Defended(ae, clf).eval(), x, y, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
+                generator=torch.Generator().manual_seed(0))
+    non_adaptive = correct_flags(target, x_adv, y).float().mean().item()
+    # (2) adaptive: PGD with the straight-through gradient, scored on the true pipeline
+    straight = KNNDefended(ae, clf, bank, bpda=True).eval()
+    x_bpda = pgd(straight, x, y, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
+                 generator=torch.Generator().manual_seed(0))
+    adaptive = correct_flags(target, x_bpda, y).float().mean().item()
+    assert adaptive <= non_adaptive + 0.02
+    # a plain gradient attack is blind: no step moves it beyond its random start
+    plain = robust_flags(target, x, y, cfg, record_at=[0])
+    assert torch.equal(plain[0], plain[cfg.steps])
