@@ -43,7 +43,9 @@ class ScaleConfig:
     batch_size: int
     lr: float
     lr_patience: int         # epochs without val improvement before the learning rate is halved
-    latent_dim: int
+    latent_dim: int          # MNIST AE latent size (the paper's text: 128, its Table 11: 1024)
+    ae_width: float          # channel multiplier of the Fashion-MNIST / CIFAR-10 AEs (1.0 = the paper's)
+    augment: bool            # random crop (pad 4) and horizontal flip of training batches (CIFAR-10)
     classifier_epochs: int
     adv_epochs: int          # Madry adversarial training of the baseline classifier
     adv_eps_ramp: int        # Madry training: iterations over which eps grows linearly from 0 (0 = none)

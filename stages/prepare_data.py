@@ -8,7 +8,7 @@ import click
 
 from aaa_core.checkpoints import save_torch, write_json
 from aaa_core.config import load_params
-from aaa_core.data import DataError, fetch, get_spec
+from aaa_core.data import DataError, fetch
 
 
 @click.command()
@@ -20,16 +20,15 @@ from aaa_core.data import DataError, fetch, get_spec
 def main(dataset: str, out: Path, metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    spec = get_spec(dataset)
     try:
         tensors, record = fetch(dataset, user_dir=params.data.user_dir, download=params.data.download,
                                 offline_dir=params.data.offline_dir, log=click.echo)
     except DataError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"{spec.label}: {len(tensors['x_train'])} train / {len(tensors['x_test'])} test images "
+    click.echo(f"{record['label']}: {len(tensors['x_train'])} train / {len(tensors['x_test'])} test images "
                f"from {record['source']}")
-    save_torch({**tensors, "dataset": dataset, "label": spec.label, "source": record["source"]}, out)
-    write_json({"dataset": dataset, "label": spec.label, **record,
+    save_torch({**tensors, "dataset": dataset, "label": record["label"], "source": record["source"]}, out)
+    write_json({"dataset": dataset, **record,
                 "n_train": len(tensors["x_train"]), "n_test": len(tensors["x_test"]),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
 

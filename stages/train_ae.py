@@ -12,7 +12,7 @@ from aaa_core.config import AE_LOSSES, load_params
 from aaa_core.data import split_train_val
 from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.losses import get_loss
-from aaa_core.models import Defended, build
+from aaa_core.models import Defended, ae_kwargs, build
 from aaa_core.runtime import Resume, load_prepared, seed_everything
 from aaa_core.training import TrainConfig, train_ae
 
@@ -41,13 +41,13 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     attack_cfg = PGDConfig(eps=threat.eps, alpha=budget.train_alpha, steps=budget.train_steps)
     cfg = TrainConfig(epochs=budget.ae_epochs, batch_size=budget.batch_size, lr=budget.lr,
                       lr_patience=budget.lr_patience, seed=params.seed, bf16=budget.train_bf16,
-                      epoch_images=budget.adv_epoch_images)
+                      epoch_images=budget.adv_epoch_images, augment=budget.augment)
 
     def attack(model, xb, yb, generator, strength):
         return pgd(model, xb, yb, eps=strength * attack_cfg.eps, alpha=strength * attack_cfg.alpha,
                    steps=attack_cfg.steps, generator=generator)
 
-    arch_kwargs = {"latent_dim": budget.latent_dim}
+    arch_kwargs = ae_kwargs(dataset, budget)
     ae = build(dataset, "ae", **arch_kwargs)
     description = {"dataset": dataset, "loss": loss, "classifiers": [str(p) for p in classifier_paths],
                    "train": cfg.__dict__, "attack": attack_cfg.describe(), "n_train": len(x),

@@ -41,7 +41,7 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
                       batch_size=budget.batch_size, lr=budget.lr, lr_patience=budget.lr_patience,
                       seed=params.seed, bf16=budget.train_bf16 and adversarial,
                       epoch_images=budget.adv_epoch_images if adversarial else 0,
-                      eps_ramp=budget.adv_eps_ramp if adversarial else 0)
+                      eps_ramp=budget.adv_eps_ramp if adversarial else 0, augment=budget.augment)
     attack = None
     if adversarial:
         def attack(model, xb, yb, generator, strength):

@@ -4,7 +4,9 @@ import shutil
 
 import pytest
 
-from aaa_core.data import DATASETS, MNIST, DataError, fetch, read_idx
+import torch
+
+from aaa_core.data import DATASETS, FASHION_MNIST, FASHION_MNIST_DEBIAN, MNIST, DataError, fetch, read_idx
 
 LABELS = MNIST.files["y_test"]   # the smallest file: 10,008 bytes
 
@@ -80,3 +82,33 @@ def test_no_source_names_what_is_missing(tmp_path):
         fetch("mnist", user_dir="", download=False, offline_dir=tmp_path)
     with pytest.raises(DataError, match=r"data.user_dir=.* is not a folder"):
         fetch("mnist", user_dir=tmp_path / "nope", download=False, offline_dir=tmp_path)
+
+
+needs_debian = pytest.mark.skipif(not FASHION_MNIST_DEBIAN.is_dir(),
+                                  reason=f"{FASHION_MNIST_DEBIAN} missing: `make data` installs Debian's "
+                                         "dataset-fashion-mnist where apt-get is usable")
+
+
+@needs_debian
+def test_fashion_mnist_from_debian_is_checked_and_labelled():
+    tensors, record = fetch("fashion_mnist", user_dir="", download=False, offline_dir="/nonexistent")
+    assert record["source"].startswith("offline: Debian package dataset-fashion-mnist")
+    assert record["label"] == "Fashion-MNIST"
+    assert tensors["x_test"].shape == (10000, 1, 28, 28) and tensors["x_test"].dtype == torch.uint8
+    assert torch.bincount(tensors["y_train"]).tolist() == [6000] * 10
+
+
+@needs_debian
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_fashion_mnist_damaged_gzip_is_rejected(tmp_path, damage):
+    labels = FASHION_MNIST.files["y_test"]
+    for spec in FASHION_MNIST.files.values():
+        shutil.copy(FASHION_MNIST_DEBIAN / f"{spec.name}.gz", tmp_path)
+    raw = bytearray(gzip.decompress((tmp_path / f"{labels.name}.gz").read_bytes()))
+    if damage == "truncate":
+        raw = raw[:-10]
+    else:
+        raw[500] = (raw[500] + 1) % 10
+    (tmp_path / f"{labels.name}.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DataError, match=rf"{labels.name}.gz: {'truncated' if damage == 'truncate' else 'corrupt'}"):
+        fetch("fashion_mnist", user_dir=tmp_path, download=False, offline_dir="/nonexistent")

@@ -3,7 +3,7 @@ import torch
 
 from aaa_core.models import REGISTRY, build, is_autoencoder, list_models
 
-SHAPES = {"mnist": (1, 28, 28)}
+SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
 CASES = [(ds, name) for ds in REGISTRY for name in list_models(ds)]
 
 
@@ -36,3 +36,10 @@ def test_unknown_names_list_the_valid_ones():
         build("mnist", "resnet")
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         build("svhn", "dnn")
+
+
+def test_fashion_ae_latent_is_the_papers_7x7x256():
+    ae = build("fashion_mnist", "ae").eval()
+    assert ae.encode(torch.rand(2, 1, 28, 28)).shape == (2, 256, 7, 7)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in ae.modules()) == 15
+    assert build("fashion_mnist", "ae", width=0.5).encode(torch.rand(2, 1, 28, 28)).shape == (2, 128, 7, 7)

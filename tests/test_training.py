@@ -122,3 +122,15 @@ def test_madry_eps_ramp_grows_linearly_then_holds(mnist):
     train_classifier(build("mnist", "fc"), mnist["x_train"][:256], mnist["y_train"][:256], mnist["x_train"][:32],
                      mnist["y_train"][:32], cfg, attack=recording, log=lambda _: None)
     assert strengths == [0.25, 0.5, 0.75, 1.0, 1.0]  # 4 training batches, then validation at full strength
+
+
+def test_augment_batch_crops_and_flips_within_the_padded_image():
+    from aaa_core.training import augment_batch
+    x = torch.rand(64, 3, 8, 8)
+    out = augment_batch(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(64):  # every output is some crop of the padded image, possibly flipped
+        crops = [padded[i, :, r:r + 8, c:c + 8] for r in range(9) for c in range(9)]
+        assert any(torch.equal(out[i], crop) or torch.equal(out[i], crop.flip(2)) for crop in crops)
+    assert not torch.equal(out, x)

@@ -20,18 +20,26 @@ from aaa_core.models.compose import Defended, Normalize, freeze
 _SHARED = {"compose"}
 
 
-def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[str, set[str]]]:
-    registry, autoencoders = {}, {}
+def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[str, set[str]], dict[str, dict]]:
+    registry, autoencoders, ae_params = {}, {}, {}
     for info in pkgutil.iter_modules(__path__):
         if info.name in _SHARED or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         registry[info.name] = {**module.CLASSIFIERS, **module.AUTOENCODERS}
         autoencoders[info.name] = set(module.AUTOENCODERS)
-    return registry, autoencoders
+        ae_params[info.name] = dict(getattr(module, "AE_PARAMS", {}))
+    return registry, autoencoders, ae_params
 
 
-REGISTRY, AUTOENCODERS = _discover()
+REGISTRY, AUTOENCODERS, _AE_PARAMS = _discover()
+
+
+def ae_kwargs(dataset: str, budget) -> dict:
+    """The AE constructor's keyword arguments, read from a params budget (``AE_PARAMS`` of the dataset's module:
+    constructor argument -> params field)."""
+    _zoo(dataset)
+    return {arg: getattr(budget, field) for arg, field in _AE_PARAMS[dataset].items()}
 
 
 def list_models(dataset: str) -> list[str]:
@@ -57,4 +65,4 @@ def build(dataset: str, name: str, **kwargs) -> nn.Module:
     return zoo[name](**kwargs)
 
 
-__all__ = ["REGISTRY", "AUTOENCODERS", "Defended", "Normalize", "build", "freeze", "is_autoencoder", "list_models"]
+__all__ = ["REGISTRY", "AUTOENCODERS", "Defended", "Normalize", "ae_kwargs", "build", "freeze", "is_autoencoder", "list_models"]
