@@ -23,6 +23,22 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+class EncoderDecoder(nn.Module):
+    """An autoencoder made of ``self.encoder`` and ``self.decoder``: encode, decode, and their composition."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
 class Defended(nn.Module):
     """The AAA pipeline: images in [0, 1] -> AE -> classifier -> logits.
 

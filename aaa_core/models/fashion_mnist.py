@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aaa_core.models.compose import Normalize
+from aaa_core.models.compose import EncoderDecoder, Normalize
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train-set pixel statistics in [0, 1]
 
@@ -15,7 +15,7 @@ def conv_bn_pair(c_in: int, c_out: int) -> list[nn.Module]:
             nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-class ConvAE(nn.Module):
+class ConvAE(EncoderDecoder):
     """15 convolutions: conv-bn pairs at 32, 64 (each then max-pooled), 128, 256 | 128, 64, upscale, 32,
     upscale, conv 1 + sigmoid. The latent is the 256-channel 7x7 map (12,544 numbers); ``width`` scales
     every channel count (1.0 = the paper's)."""
@@ -28,15 +28,6 @@ class ConvAE(nn.Module):
         self.decoder = nn.Sequential(*conv_bn_pair(c[3], c[2]), *conv_bn_pair(c[2], c[1]),
                                      nn.Upsample(scale_factor=2), *conv_bn_pair(c[1], c[0]),
                                      nn.Upsample(scale_factor=2), nn.Conv2d(c[0], 1, 3, padding=1), nn.Sigmoid())
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 def dnn() -> nn.Module:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aaa_core.models.compose import Normalize
+from aaa_core.models.compose import EncoderDecoder, Normalize
 
 MEAN, STD = 0.1307, 0.3081  # MNIST train-set pixel statistics in [0, 1]
 
 
-class ConvAE(nn.Module):
+class ConvAE(EncoderDecoder):
     """conv 32-3-2, conv 64-3-2, dense latent (no activation), dense 7*7*64, deconv 32-3-2, deconv 1-3-2 + sigmoid.
 
     The paper's text says a latent of 128, its Table 11 says 1024; ``latent_dim`` defaults to the text's 128.
@@ -28,15 +28,6 @@ class ConvAE(nn.Module):
             nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
             nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
         )
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 def dnn() -> nn.Module:
