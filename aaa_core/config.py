@@ -64,6 +64,9 @@ class ScaleConfig:
     sweep_eps: list[float]
     sweep_subset: int
     sweep_steps: int
+    # constructor arguments per classifier arch, e.g. {resnet: {widen: 1}}: a smaller model at cpu scale,
+    # named with its arguments in every table (may be omitted: the paper's sizes)
+    classifier_kwargs: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,10 +167,12 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     if unknown:
         raise ParamsError(f"params: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
                           f"expected {', '.join(sorted(names))}")
-    missing = sorted(names - set(raw))
+    optional = {f.name for f in fields(cls)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    missing = sorted(names - set(raw) - optional)
     if missing:
         raise ParamsError(f"params: missing key(s) {', '.join(prefix + k for k in missing)}")
-    return cls(**{k: _convert(raw[k], hints[k], prefix + k) for k in names})
+    return cls(**{k: _convert(raw[k], hints[k], prefix + k) for k in names if k in raw})
 
 
 def parse_params(raw: dict) -> Params:

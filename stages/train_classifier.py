@@ -47,8 +47,9 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
         def attack(model, xb, yb, generator, strength):
             return pgd(model, xb, yb, eps=strength * attack_cfg.eps, alpha=strength * attack_cfg.alpha,
                        steps=attack_cfg.steps, generator=generator)
-    model = build(dataset, arch)
-    description = {"dataset": dataset, "arch": arch, "mode": mode, "train": cfg.__dict__,
+    arch_kwargs = budget.classifier_kwargs.get(arch, {})
+    model = build(dataset, arch, **arch_kwargs)
+    description = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "mode": mode, "train": cfg.__dict__,
                    "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x)}
     resume = Resume(out)
     history = train_classifier(model, x, y, x_val, y_val, cfg, attack=attack,
@@ -57,7 +58,8 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     model.eval()
     test_acc = correct_flags(model, data["x_test"], data["y_test"]).float().mean().item()
     click.echo(f"{dataset} {arch} ({mode}): test accuracy {test_acc:.4f}")
-    save_model(model, out, kind="classifier", dataset=dataset, arch=arch, mode=mode, description=description)
+    save_model(model, out, kind="classifier", dataset=dataset, arch=arch, arch_kwargs=arch_kwargs, mode=mode,
+               description=description)
     metrics = {"dataset": dataset, "label": data["label"], "arch": arch, "mode": mode,
                "test_accuracy": test_acc, "n_test": len(data["x_test"]), **description, "history": history}
     if adversarial:

@@ -48,3 +48,12 @@ def test_bad_choices_are_rejected(tmp_path):
     path.write_text("seed: [")
     with pytest.raises(ParamsError, match=f"{path} is not valid YAML"):
         load_params(path)
+
+
+def test_optional_classifier_kwargs_default_to_the_papers_sizes():
+    raw = raw_params()
+    params = parse_params(raw)
+    assert params.budget("mnist").classifier_kwargs == {}
+    raw["scales"]["cpu"]["mnist"]["classifier_kwargs"] = {"dnn": {"width": "wide"}}
+    with pytest.raises(ParamsError, match=r"scales.cpu.mnist.classifier_kwargs.dnn.width must be an integer"):
+        parse_params(raw)

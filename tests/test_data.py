@@ -6,7 +6,10 @@ import pytest
 
 import torch
 
-from aaa_core.data import DATASETS, FASHION_MNIST, FASHION_MNIST_DEBIAN, MNIST, DataError, fetch, read_idx
+from pathlib import Path
+
+from aaa_core.data import (CIFAR10_BATCHES, DATASETS, FASHION_MNIST, FASHION_MNIST_DEBIAN, MNIST, DataError, fetch,
+                           read_cifar10_batches, read_cifar10_jpeg, read_idx)
 
 LABELS = MNIST.files["y_test"]   # the smallest file: 10,008 bytes
 
@@ -112,3 +115,53 @@ def test_fashion_mnist_damaged_gzip_is_rejected(tmp_path, damage):
     (tmp_path / f"{labels.name}.gz").write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DataError, match=rf"{labels.name}.gz: {'truncated' if damage == 'truncate' else 'corrupt'}"):
         fetch("fashion_mnist", user_dir=tmp_path, download=False, offline_dir="/nonexistent")
+
+
+SHARED_CIFAR_JPEG = Path(__file__).resolve().parents[1] / "data" / "offline" / "cifar10" / "cifar10-jpeg.tar.gz"
+
+
+def test_cifar_batches_missing_or_corrupt_are_rejected(tmp_path):
+    with pytest.raises(DataError, match=r"data_batch_1 is missing; expected the official CIFAR-10 python batch"):
+        read_cifar10_batches(tmp_path)
+    for name in CIFAR10_BATCHES:
+        (tmp_path / name).write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match=r"data_batch_1: corrupt or truncated \(12 bytes\): md5 .* expected c99caf"):
+        read_cifar10_batches(tmp_path)
+
+
+def test_cifar_jpeg_archive_missing_or_truncated_is_rejected(tmp_path):
+    with pytest.raises(DataError, match="is missing; expected the CIFAR-10 JPEG archive"):
+        read_cifar10_jpeg(tmp_path / "cifar10-jpeg.tar.gz")
+    if not SHARED_CIFAR_JPEG.is_file():
+        pytest.skip(f"{SHARED_CIFAR_JPEG} missing: `make data` copies it where ../shared/data has it")
+    truncated = tmp_path / "cifar10-jpeg.tar.gz"
+    truncated.write_bytes(SHARED_CIFAR_JPEG.read_bytes()[:100_000])
+    with pytest.raises(DataError, match=r"corrupt or truncated \(100000 bytes\): sha256 .* expected 0bfcb687"):
+        read_cifar10_jpeg(truncated)
+
+
+def test_cifar_jpeg_fallback_label_reaches_the_metrics(tmp_path):
+    if not SHARED_CIFAR_JPEG.is_file():
+        pytest.skip(f"{SHARED_CIFAR_JPEG} missing: `make data` copies it where ../shared/data has it")
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from aaa_core.runtime import load_prepared
+    from stages.prepare_data import main
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(download=False, user_dir="", offline_dir=str(SHARED_CIFAR_JPEG.parents[1]))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out, metrics = tmp_path / "cifar10.pt", tmp_path / "prepare.json"
+    result = CliRunner().invoke(main, ["--dataset", "cifar10", "--out", str(out), "--metrics", str(metrics),
+                                       "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(metrics.read_text())
+    assert record["label"] == "CIFAR-10 (JPEG re-encoding)" and "JPEG" in record["source"]
+    data = load_prepared(out)
+    assert data["label"] == "CIFAR-10 (JPEG re-encoding)"   # what evaluate and render write into every table
+    assert data["x_test"].shape == (10000, 3, 32, 32)
+    assert data["y_test"][:10].tolist() == list(range(10))   # classes interleaved: balanced test subsets
