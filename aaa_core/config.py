@@ -84,6 +84,17 @@ class SuiteBudget:
     curve_steps: int
     max_acc_at_high_eps: float
     masking_tolerance: float  # query-only / transfer may beat the best white-box attack by at most this
+    # pipelines (stage names, e.g. ae_ce-dnn) whose masked gradients were seen, investigated and are
+    # reported: their masking check is reported loudly instead of failing the stage; any other fails it
+    acknowledged_masking: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KNNBudget:
+    """kNN latent reconstruction (stage knn_eval): test subset, neighbours, BPDA check tolerance."""
+    subset: int               # first test images (0 = the full test set)
+    k: int                    # neighbours averaged (the paper: 10)
+    bpda_tolerance: float     # the BPDA attack may be weaker than the non-adaptive one by at most this
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class Params:
     threat: dict[str, ThreatConfig]
     scales: dict[str, dict[str, ScaleConfig]]
     suite: dict[str, dict[str, SuiteBudget]]   # suite.<scale>.<dataset>
+    knn: dict[str, dict[str, KNNBudget]] = dataclasses.field(default_factory=dict)  # knn.<scale>.<dataset>
 
     def budget(self, dataset: str) -> ScaleConfig:
         """The budgets of ``dataset`` at the selected scale."""
@@ -108,6 +120,12 @@ class Params:
             return self.suite[self.scale][dataset]
         except KeyError:
             raise ParamsError(f"params: no suite.{self.scale}.{dataset} section") from None
+
+    def knn_budget(self, dataset: str) -> KNNBudget:
+        try:
+            return self.knn[self.scale][dataset]
+        except KeyError:
+            raise ParamsError(f"params: no knn.{self.scale}.{dataset} section") from None
 
     def attack(self, dataset: str) -> ThreatConfig:
         try:

@@ -70,7 +70,19 @@ def caption(rows: list[dict], scale: str) -> str:
             f"metrics JSON). Attack: white-box L-inf PGD through the whole pipeline (AE and classifier "
             f"together), eps {fmt_eps(a['eps'])}, step {fmt_eps(a['alpha'])}, {a['restarts']} restart(s), random "
             f"start, cross-entropy loss, float32, seed {a['seed']}; an example counts as robust only if no "
-            f"iterate up to the step count fools the model.")
+            f"iterate up to the step count fools the model." + _sizes(rows))
+
+
+def _kwargs(kwargs: dict | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (kwargs or {}).items())
+
+
+def _sizes(rows: list[dict]) -> str:
+    """Model sizes that differ from the paper's defaults, as recorded in the checkpoints."""
+    parts = sorted({f"AE: {_kwargs(m['pipeline'].get('ae_kwargs'))}" for m in rows if m["pipeline"].get("ae_kwargs")}
+                   | {f"{m['pipeline']['classifier_arch']}: {_kwargs(m['pipeline'].get('classifier_kwargs'))}"
+                      for m in rows if m["pipeline"].get("classifier_kwargs")})
+    return f" Model arguments: {'; '.join(parts)}." if parts else ""
 
 
 def reconstruction_figure(examples: list[dict], out: Path) -> None:
@@ -167,6 +179,7 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
              f"First {first['examples']} test images, seed {first['seed']}, eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
              f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start).", "",
              pd.DataFrame.from_records(records).to_markdown(index=False), "", verdict(rows), "",
+             *masking_findings(rows),
              "### Attack settings", "", pd.DataFrame.from_records(settings).to_markdown(index=False), "",
              "### Sanity checks (all passed, or the stage would have failed)", ""]
     for m in rows:
@@ -175,6 +188,20 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
     lines += ["", f"### Accuracy against eps (PGD-{curve[0]['steps']}, step 2.5 * eps / steps)", "",
               f"![accuracy against eps]({figure})", ""]
     return lines
+
+
+def masking_findings(rows: list[dict]) -> list[str]:
+    """The loud part: pipelines on which a query-only or transfer attack beat every white-box attack."""
+    found = [m for m in rows if m.get("masked_gradients", {}).get("detected")]
+    if not found:
+        return ["No masked gradients detected: no query-only or transfer attack beat the best white-box attack "
+                "by more than the tolerance on any pipeline.", ""]
+    lines = ["### ⚠ MASKED GRADIENTS DETECTED", ""]
+    for m in found:
+        lines.append(f"- **{_pipeline_label(m)}**: " + "; ".join(m["masked_gradients"]["details"])
+                     + ". Gradient-based numbers for this pipeline (including the paper's PGD protocol) overstate "
+                       "its robustness; trust the worst case, which includes the stronger attack.")
+    return lines + [""]
 
 
 def verdict(rows: list[dict]) -> str:
@@ -201,3 +228,56 @@ def robustness_figure(rows: list[dict], out: Path) -> None:
     curve_figure({_pipeline_label(m): m["accuracy_against_eps"] for m in sorted(rows, key=_pipeline_label)},
                  f"{first['label']}: PGD-{first['accuracy_against_eps'][0]['steps']}, {first['examples']} test images",
                  out)
+
+
+def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
+    """Tables 9 / 10: AAA + kNN reconstruction, the paper's non-adaptive protocol beside BPDA and the worst case."""
+    selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
+    order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
+    selected.sort(key=lambda m: order.index(f"aaa_{m['pipeline']['ae_loss']}"))
+    records = []
+    for m in selected:
+        key = f"aaa_{m['pipeline']['ae_loss']}"
+        reported = paper.get(key, {})
+        record = {"Model": ROW_LABELS[key] + " + kNN", "Natural (ours)": pct(m["natural_accuracy"]),
+                  "Natural (paper)": f"{reported['natural']:.2f}" if "natural" in reported else "n/a"}
+        for k in steps:
+            acc = m["robust_accuracy"]
+            record[f"PGD-{k} non-adaptive (ours)"] = pct(acc["non_adaptive"][f"pgd{k}"])
+            record[f"PGD-{k} (paper)"] = f"{reported[f'pgd{k}']:.2f}" if f"pgd{k}" in reported else "n/a"
+            record[f"PGD-{k} BPDA (ours)"] = pct(acc["bpda"][f"pgd{k}"])
+            record[f"PGD-{k} worst (ours)"] = pct(acc["worst_case"][f"pgd{k}"])
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def training_cost(train: dict) -> tuple[int, float]:
+    """(optimizer iterations, wall seconds) of one training stage, from its metrics JSON."""
+    cfg = train["train"]
+    per_epoch = -(-(cfg["epoch_images"] or train["n_train"]) // cfg["batch_size"])
+    return len(train["history"]) * per_epoch, train["seconds"]
+
+
+def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensemble: dict[str, dict],
+                   paper: dict, steps: list[int]) -> pd.DataFrame:
+    """Table 8: per classifier, natural training, Madry adversarial training and the one ensemble AE."""
+    records = []
+    for arch in ensemble:
+        reported = paper.get(arch, {})
+        for key, m in (("natural_training", natural.get(arch)), ("adversarial_training", adversarial.get(arch)),
+                       ("aaa_ensemble", ensemble[arch])):
+            if m is None:
+                continue
+            theirs = reported.get(key, {})
+            record = {"Classifier": arch.upper(),
+                      "Model": {"natural_training": "Natural training",
+                                "adversarial_training": "Adversarial training (Madry)",
+                                "aaa_ensemble": "AAA ensemble AE (one AE for all)"}[key],
+                      "Natural (ours)": pct(m["natural_accuracy"]),
+                      "Natural (paper)": f"{theirs['natural']:.2f}" if "natural" in theirs else "n/a"}
+            for k in steps:
+                record[f"PGD-{k} (ours)"] = pct(m["robust_accuracy"].get(f"pgd{k}"))
+                theirs_k = theirs.get(f"pgd{k}", theirs.get("pgd"))
+                record[f"PGD-{k} (paper)"] = "n/a" if theirs_k is None else f"{theirs_k:.2f}"
+            records.append(record)
+    return pd.DataFrame.from_records(records)

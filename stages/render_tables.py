@@ -9,14 +9,25 @@ import yaml
 
 from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
-from aaa_core.report import caption, load_examples, load_metrics, reconstruction_figure, sweep_figure, table
+from aaa_core.report import (caption, ensemble_table, knn_table, load_examples, load_metrics, reconstruction_figure,
+                             sweep_figure, table, training_cost)
 
-# dataset -> (paper section, [(title, classifier arch, paper table key)])
+# dataset -> (paper section, [(title, classifier arch, paper table key)]) for Tables 1/2 and 4/5
+KNN_TABLES = {
+    ds: [("Table 9: AAA with kNN latent reconstruction (classifier: DNN)", "dnn", "table9_knn_reconstruction_dnn"),
+         ("Table 10: kNN latent reconstruction transferred to the FC classifier", "fc",
+          "table10_knn_reconstruction_fc")]
+    for ds in ("mnist", "fashion_mnist")
+}
 TABLES = {
     "mnist": ("mnist", [("Table 1: AAA against Madry adversarial training (classifier: DNN)", "dnn",
                          "table1_vs_adversarial_training"),
                         ("Table 2: the DNN's AEs transferred to the FC classifier", "fc",
                          "table2_transfer_to_fc")]),
+    "fashion_mnist": ("fashion_mnist",
+                      [("Table 4: AAA against Madry adversarial training (classifier: DNN)", "dnn",
+                        "table4_vs_adversarial_training"),
+                       ("Table 5: the DNN's AEs transferred to the FC classifier", "fc", "table5_transfer_to_fc")]),
 }
 
 
@@ -49,6 +60,7 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
              f"Headline AE loss: `{params.loss}`. " + caption(rows, params.scale), ""]
     for title, arch, key in tables:
         lines += [f"## {title}", "", table(rows, paper[key], params.loss, arch, steps).to_markdown(index=False), ""]
+    lines += ensemble_section(metrics_dir, paper, steps) + knn_section(metrics_dir, dataset, paper, params.loss, steps)
     lines += ["## Robust accuracy against eps", "",
               f"PGD-{sweep['attack']['steps']} with step 2.5 * eps / steps, one random start, on the first "
               f"{sweep['examples']} test images.", "", f"![accuracy against eps]({sweep_png.relative_to(out.parent)})",
@@ -59,6 +71,52 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")
+
+
+def ensemble_section(metrics_dir: Path, paper: dict, steps: list[int]) -> list[str]:
+    folder = metrics_dir / "ensemble"
+    if not folder.is_dir():
+        return []
+    ensemble = {m["pipeline"]["classifier_arch"]: m for m in load_metrics(folder) if m["pipeline"]["ae"]}
+    adversarial = {m["pipeline"]["classifier_arch"]: m
+                   for m in load_metrics(folder) + load_metrics(metrics_dir / "evaluate")
+                   if not m["pipeline"]["ae"] and m["pipeline"]["classifier_mode"] == "adversarial"}
+    natural = {m["pipeline"]["classifier_arch"]: m for m in load_metrics(metrics_dir / "evaluate")
+               if not m["pipeline"]["ae"] and m["pipeline"]["classifier_mode"] == "natural"}
+    train = metrics_dir / "train"
+    cost = [("AAA ensemble AE (" + ", ".join(Path(c).stem for c in
+                                             json.loads((train / "ae_ensemble.json").read_text())["classifiers"]) + ")",
+             training_cost(json.loads((train / "ae_ensemble.json").read_text())))]
+    for arch in ensemble:
+        path = train / f"{arch}_adv.json"
+        if path.is_file():
+            cost.append((f"Madry adversarial training of {arch.upper()}", training_cost(json.loads(path.read_text()))))
+    cost_rows = "\n".join(f"| {name} | {it} | {sec / 60:.1f} |" for name, (it, sec) in cost)
+    return ["## Table 8: one AE trained against an ensemble of classifiers", "",
+            "The AE is trained with the headline loss against the frozen natural classifiers, one drawn at random "
+            "per iteration. Same attack and test subset as above.", "",
+            ensemble_table(natural, adversarial, ensemble, paper.get("table8_ensemble", {}), steps).to_markdown(index=False),
+            "", "Training cost on this machine (iterations of the optimizer, wall time of the stage):", "",
+            "| Approach | Iterations | Minutes |", "|---|---:|---:|", cost_rows, ""]
+
+
+def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, steps: list[int]) -> list[str]:
+    folder = metrics_dir / "knn"
+    if not folder.is_dir() or dataset not in KNN_TABLES:
+        return []
+    rows = load_metrics(folder)
+    first = rows[0]
+    lines = ["## kNN latent reconstruction", "",
+             f"The latent of each input is replaced by the mean of its {first['pipeline']['knn']['k']} nearest training "
+             f"latents ({first['pipeline']['knn']['bank_size']} latents of {first['pipeline']['knn']['latent_dim']} "
+             f"dimensions, exact search) before decoding. First {first['attack']['examples']} test images. "
+             "*Non-adaptive* is the paper's protocol: PGD crafted on AE + classifier without kNN, then classified "
+             "with it. *BPDA* attacks through the kNN step with a straight-through gradient (the plain gradient "
+             "is zero). *Worst* counts an example only if both fail.", ""]
+    for title, arch, key in KNN_TABLES[dataset]:
+        lines += [f"## {title}", "", knn_table(rows, paper.get(key, {}), headline, arch, steps).to_markdown(index=False),
+                  ""]
+    return lines
 
 
 if __name__ == "__main__":

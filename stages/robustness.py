@@ -16,7 +16,7 @@ from aaa_core.data import test_subset
 from aaa_core.evaluate import enforce, SanityError
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
-from aaa_core.suite import SuiteConfig, evaluate_suite
+from aaa_core.suite import SuiteConfig, evaluate_suite, split_checks
 
 
 def load_pipeline(spec: str):
@@ -73,8 +73,15 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
                             "ae_loss": ae_info["meta"]["loss"] if ae_info else None},
                "examples": len(x), "seed": params.seed, "precision": "float32", **report.as_dict(),
                "seconds": None}
+    acknowledged = name in budget.acknowledged_masking
+    enforced, masking = split_checks(report.checks, acknowledged)
+    metrics["masked_gradients"] = {"detected": bool(masking), "acknowledged": acknowledged,
+                                   "details": [c.detail for c in masking]}
+    if masking and acknowledged:
+        click.echo(f"MASKED GRADIENTS (acknowledged in params suite.{params.scale}.{dataset}.acknowledged_masking): "
+                   + "; ".join(c.detail for c in masking))
     try:
-        enforce(report.checks)
+        enforce(enforced)
     except SanityError as err:
         raise click.ClickException(f"{name}: {err}") from None
     metrics["seconds"] = round(time.perf_counter() - start, 1)

@@ -90,3 +90,16 @@ def test_points_outside_the_ball_are_refused():
     with pytest.raises(ValueError, match="outside the L-inf ball"):
         check_in_ball(x + 0.31, x, 0.3, "buggy")
     check_in_ball(x + 0.3, x, 0.3, "fine")
+
+
+def test_acknowledged_masking_is_reported_not_enforced_and_nothing_else_is_waived():
+    from aaa_core.suite import split_checks
+    checks = suite_checks(0.99, 0.98, make_results(square=0.3), GOOD_CURVE, CFG, 100)
+    enforced, masking = split_checks(checks, masking_acknowledged=False)
+    assert [c.name for c in masking] == ["no_masked_gradients:square"] and any(not c.passed for c in enforced)
+    enforced, masking = split_checks(checks, masking_acknowledged=True)
+    assert all(c.passed for c in enforced) and len(masking) == 1
+    other = suite_checks(0.99, 0.98, make_results(square=0.3), GOOD_CURVE[:1] + [{"eps": 1.0, "accuracy": 0.5}],
+                         CFG, 100)
+    enforced, _ = split_checks(other, masking_acknowledged=True)
+    assert [c.name for c in enforced if not c.passed] == ["accuracy_near_zero_at_high_eps"]
