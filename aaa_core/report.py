@@ -40,6 +40,11 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
+def paper_pct(value: float | None) -> str:
+    """A number of reported_results.yaml (already in percent), or n/a where the paper has none."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
     """One paper table: a row per pipeline on ``classifier_arch``, ours next to the paper's for each column."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
@@ -52,12 +57,12 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
         label = ROW_LABELS[key] + (" (headline)" if key == f"aaa_{headline}" else "")
         reported = paper.get(key) or paper.get(f"{classifier_arch}_natural" if key == "natural_training" else key, {})
         record = {"Model": label, "Natural (ours)": pct(m["natural_accuracy"]),
-                  "Natural (paper)": f"{reported['natural']:.2f}" if "natural" in reported else "n/a"}
+                  "Natural (paper)": paper_pct(reported.get("natural"))}
         for k in steps:
             ours = m["robust_accuracy"].get(f"pgd{k}")
             theirs = reported.get(f"pgd{k}")
             record[f"PGD-{k} (ours)"] = pct(ours)
-            record[f"PGD-{k} (paper)"] = "n/a" if theirs is None else f"{theirs:.2f}"
+            record[f"PGD-{k} (paper)"] = paper_pct(theirs)
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -240,11 +245,11 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
         key = f"aaa_{m['pipeline']['ae_loss']}"
         reported = paper.get(key, {})
         record = {"Model": ROW_LABELS[key] + " + kNN", "Natural (ours)": pct(m["natural_accuracy"]),
-                  "Natural (paper)": f"{reported['natural']:.2f}" if "natural" in reported else "n/a"}
+                  "Natural (paper)": paper_pct(reported.get("natural"))}
         for k in steps:
             acc = m["robust_accuracy"]
             record[f"PGD-{k} non-adaptive (ours)"] = pct(acc["non_adaptive"][f"pgd{k}"])
-            record[f"PGD-{k} (paper)"] = f"{reported[f'pgd{k}']:.2f}" if f"pgd{k}" in reported else "n/a"
+            record[f"PGD-{k} (paper)"] = paper_pct(reported.get(f"pgd{k}"))
             record[f"PGD-{k} BPDA (ours)"] = pct(acc["bpda"][f"pgd{k}"])
             record[f"PGD-{k} worst (ours)"] = pct(acc["worst_case"][f"pgd{k}"])
         records.append(record)
@@ -274,10 +279,9 @@ def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensem
                                 "adversarial_training": "Adversarial training (Madry)",
                                 "aaa_ensemble": "AAA ensemble AE (one AE for all)"}[key],
                       "Natural (ours)": pct(m["natural_accuracy"]),
-                      "Natural (paper)": f"{theirs['natural']:.2f}" if "natural" in theirs else "n/a"}
+                      "Natural (paper)": paper_pct(theirs.get("natural"))}
             for k in steps:
                 record[f"PGD-{k} (ours)"] = pct(m["robust_accuracy"].get(f"pgd{k}"))
-                theirs_k = theirs.get(f"pgd{k}", theirs.get("pgd"))
-                record[f"PGD-{k} (paper)"] = "n/a" if theirs_k is None else f"{theirs_k:.2f}"
+                record[f"PGD-{k} (paper)"] = paper_pct(theirs.get(f"pgd{k}", theirs.get("pgd")))
             records.append(record)
     return pd.DataFrame.from_records(records)

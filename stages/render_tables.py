@@ -60,7 +60,7 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
              f"Headline AE loss: `{params.loss}`. " + caption(rows, params.scale), ""]
     for title, arch, key in tables:
         lines += [f"## {title}", "", table(rows, paper[key], params.loss, arch, steps).to_markdown(index=False), ""]
-    lines += ensemble_section(metrics_dir, paper, steps) + knn_section(metrics_dir, dataset, paper, params.loss, steps)
+    lines += ensemble_section(metrics_dir, rows, paper, steps) + knn_section(metrics_dir, dataset, paper, params.loss, steps)
     lines += ["## Robust accuracy against eps", "",
               f"PGD-{sweep['attack']['steps']} with step 2.5 * eps / steps, one random start, on the first "
               f"{sweep['examples']} test images.", "", f"![accuracy against eps]({sweep_png.relative_to(out.parent)})",
@@ -73,20 +73,21 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
     click.echo(f"wrote {out}")
 
 
-def ensemble_section(metrics_dir: Path, paper: dict, steps: list[int]) -> list[str]:
+def ensemble_section(metrics_dir: Path, evaluated: list[dict], paper: dict, steps: list[int]) -> list[str]:
+    """Table 8 from metrics/<ds>/ensemble (ensemble AE, extra Madry baselines) and the ``evaluated`` rows."""
     folder = metrics_dir / "ensemble"
     if not folder.is_dir():
         return []
-    ensemble = {m["pipeline"]["classifier_arch"]: m for m in load_metrics(folder) if m["pipeline"]["ae"]}
-    adversarial = {m["pipeline"]["classifier_arch"]: m
-                   for m in load_metrics(folder) + load_metrics(metrics_dir / "evaluate")
-                   if not m["pipeline"]["ae"] and m["pipeline"]["classifier_mode"] == "adversarial"}
-    natural = {m["pipeline"]["classifier_arch"]: m for m in load_metrics(metrics_dir / "evaluate")
-               if not m["pipeline"]["ae"] and m["pipeline"]["classifier_mode"] == "natural"}
+    extra = load_metrics(folder)
+    ensemble = {m["pipeline"]["classifier_arch"]: m for m in extra if m["pipeline"]["ae"]}
+    baselines = [m for m in extra + evaluated if not m["pipeline"]["ae"]]
+    adversarial = {m["pipeline"]["classifier_arch"]: m for m in baselines
+                   if m["pipeline"]["classifier_mode"] == "adversarial"}
+    natural = {m["pipeline"]["classifier_arch"]: m for m in baselines if m["pipeline"]["classifier_mode"] == "natural"}
     train = metrics_dir / "train"
-    cost = [("AAA ensemble AE (" + ", ".join(Path(c).stem for c in
-                                             json.loads((train / "ae_ensemble.json").read_text())["classifiers"]) + ")",
-             training_cost(json.loads((train / "ae_ensemble.json").read_text())))]
+    ensemble_train = json.loads((train / "ae_ensemble.json").read_text())
+    cost = [("AAA ensemble AE (" + ", ".join(Path(c).stem for c in ensemble_train["classifiers"]) + ")",
+             training_cost(ensemble_train))]
     for arch in ensemble:
         path = train / f"{arch}_adv.json"
         if path.is_file():
