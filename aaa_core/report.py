@@ -36,6 +36,21 @@ def fmt_eps(eps: float) -> str:
     return f"{eps:g}" if frac.denominator in (1, 10, 100) else f"{frac.numerator}/{frac.denominator}"
 
 
+def model_name(arch: str, kwargs: dict | None = None) -> str:
+    """A classifier's name in every table: the paper's name, or with its constructor arguments when smaller."""
+    return arch.upper() + (f"({', '.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else "")
+
+
+def pipeline_model_name(m: dict) -> str:
+    """``model_name`` of one metrics record's classifier."""
+    return model_name(m["pipeline"]["classifier_arch"], m["pipeline"].get("classifier_kwargs"))
+
+
+def paper_value(reported: dict, steps: int) -> float | None:
+    """The paper's number for PGD-``steps``; where its step count is illegible (CIFAR-10), its one PGD column."""
+    return reported.get(f"pgd{steps}", reported.get("pgd"))
+
+
 def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
@@ -60,7 +75,7 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
                   "Natural (paper)": paper_pct(reported.get("natural"))}
         for k in steps:
             ours = m["robust_accuracy"].get(f"pgd{k}")
-            theirs = reported.get(f"pgd{k}")
+            theirs = paper_value(reported, k)
             record[f"PGD-{k} (ours)"] = pct(ours)
             record[f"PGD-{k} (paper)"] = paper_pct(theirs)
         records.append(record)
@@ -152,7 +167,7 @@ PIPELINE_ORDER = ["natural_training", "adversarial_training", "aaa_ce", "aaa_mse
 def _pipeline_label(m: dict) -> str:
     p = m["pipeline"]
     base = ROW_LABELS[row_key(m)]
-    return f"{base}, {p['classifier_arch'].upper()}" if p["ae_loss"] else f"{base} ({p['classifier_arch'].upper()})"
+    return f"{base}, {pipeline_model_name(m)}" if p["ae_loss"] else f"{base} ({pipeline_model_name(m)})"
 
 
 def robustness_section(rows: list[dict], figure: Path) -> list[str]:
@@ -249,7 +264,7 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
         for k in steps:
             acc = m["robust_accuracy"]
             record[f"PGD-{k} non-adaptive (ours)"] = pct(acc["non_adaptive"][f"pgd{k}"])
-            record[f"PGD-{k} (paper)"] = paper_pct(reported.get(f"pgd{k}"))
+            record[f"PGD-{k} (paper)"] = paper_pct(paper_value(reported, k))
             record[f"PGD-{k} BPDA (ours)"] = pct(acc["bpda"][f"pgd{k}"])
             record[f"PGD-{k} worst (ours)"] = pct(acc["worst_case"][f"pgd{k}"])
         records.append(record)
@@ -274,7 +289,7 @@ def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensem
             if m is None:
                 continue
             theirs = reported.get(key, {})
-            record = {"Classifier": arch.upper(),
+            record = {"Classifier": pipeline_model_name(m),
                       "Model": {"natural_training": "Natural training",
                                 "adversarial_training": "Adversarial training (Madry)",
                                 "aaa_ensemble": "AAA ensemble AE (one AE for all)"}[key],
@@ -282,6 +297,6 @@ def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensem
                       "Natural (paper)": paper_pct(theirs.get("natural"))}
             for k in steps:
                 record[f"PGD-{k} (ours)"] = pct(m["robust_accuracy"].get(f"pgd{k}"))
-                record[f"PGD-{k} (paper)"] = paper_pct(theirs.get(f"pgd{k}", theirs.get("pgd")))
+                record[f"PGD-{k} (paper)"] = paper_pct(paper_value(theirs, k))
             records.append(record)
     return pd.DataFrame.from_records(records)

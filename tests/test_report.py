@@ -1,0 +1,33 @@
+"""Tables: small models carry their arguments in their name; the paper's numbers are matched to the right column."""
+from aaa_core.report import model_name, paper_value, table
+from stages.render_tables import TABLES, paper_entry
+
+
+def record(arch, mode="natural", loss=None, kwargs=None, natural=0.5, robust=0.25):
+    return {"pipeline": {"classifier_arch": arch, "classifier_kwargs": kwargs or {}, "classifier_mode": mode,
+                         "ae_loss": loss, "ae": f"models/ae_{loss}.pt" if loss else None},
+            "natural_accuracy": natural, "robust_accuracy": {"pgd20": robust}}
+
+
+def test_a_smaller_model_is_never_shown_under_the_papers_name():
+    assert model_name("resnet") == "RESNET"
+    assert model_name("resnet", {"widen": 1, "units": 2}) == "RESNET(widen=1, units=2)"
+
+
+def test_paper_value_falls_back_to_the_one_pgd_column_only_where_the_step_count_is_illegible():
+    assert paper_value({"pgd40": 1.0, "pgd200": 2.0}, 200) == 2.0
+    assert paper_value({"pgd": 47.79}, 20) == 47.79
+    assert paper_value({"pgd40": 1.0}, 20) is None
+
+
+def test_cifar_tables_read_the_papers_nested_transfer_entries():
+    paper = {"table7_transfer": {"vgg19": {"natural_training": {"natural": 91.47, "pgd": 1.49},
+                                           "aaa_mse": {"natural": 87.78, "pgd": 2.70}}}}
+    _, tables = TABLES["cifar10"]
+    key = next(k for _, arch, k in tables if arch == "vgg19")
+    rows = [record("vgg19", kwargs={"width_divisor": 8}), record("vgg19", loss="mse", natural=0.8, robust=0.1),
+            record("dnn", loss="mse")]
+    df = table(rows, paper_entry(paper, key), "mse", "vgg19", [20])
+    assert list(df["Model"]) == ["Natural training", "AAA, L_mse (headline)"]
+    assert list(df["Natural (paper)"]) == ["91.47", "87.78"] and list(df["PGD-20 (paper)"]) == ["1.49", "2.70"]
+    assert list(df["PGD-20 (ours)"]) == ["25.00", "10.00"]
