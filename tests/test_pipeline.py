@@ -1,6 +1,6 @@
 """End-to-end `dvc repro` at smoke scale, in a temporary git repository.
 
-The default run (about 5 minutes) reproduces the whole MNIST study with its suite, CIFAR-10's tables
+The default run (about 7 minutes on 2 cores) reproduces the whole MNIST study with its suite, CIFAR-10's tables
 (Tables 6 to 8, one suite stage) and Fashion-MNIST's kNN stage; the whole DAG of all three datasets
 (109 stages, about 12 minutes) runs with RUN_SLOW=1.
 """
