@@ -32,11 +32,11 @@ data: data/offline/mnist/.complete data/offline/cifar10/.complete
 	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
 	  echo "note: could not install dataset-fashion-mnist; Fashion-MNIST needs the official download"; fi
 
+# The stamp only when the archive was copied, so a later `make data SHARED_DATA=...` still fetches it.
 data/offline/cifar10/.complete:
 	mkdir -p data/offline/cifar10
-	@if [ -f $(SHARED_DATA)/cifar10-jpeg.tar.gz ]; then cp $(SHARED_DATA)/cifar10-jpeg.tar.gz data/offline/cifar10/; \
-	else echo "note: no $(SHARED_DATA)/cifar10-jpeg.tar.gz; CIFAR-10 needs the official download"; fi
-	touch $@
+	@if [ -f $(SHARED_DATA)/cifar10-jpeg.tar.gz ]; then cp $(SHARED_DATA)/cifar10-jpeg.tar.gz data/offline/cifar10/ && \
+	touch $@; else echo "note: no $(SHARED_DATA)/cifar10-jpeg.tar.gz; CIFAR-10 needs the official download"; fi
 
 data/offline/mnist/.complete:
 	rm -rf data/offline/mnist && mkdir -p data/offline/mnist
