@@ -68,6 +68,20 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, ste
     return _pgd_loop(model, x, y, eps, alpha, steps, random_start, loss, generator, track=False, record_at=())[0]
 
 
+def pgd_iterates(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, at: Sequence[int],
+                 random_start: bool = True, loss: LossName = "ce",
+                 generator: torch.Generator | None = None) -> dict[int, Tensor]:
+    """The iterates of one PGD run after each step count in ``at``: {k: x_adv after k steps}.
+
+    The iterate after k steps of a longer run is the final iterate of ``pgd(..., steps=k)`` with an equally
+    seeded generator, so one run serves every step count (e.g. the paper's PGD-40 and PGD-200).
+    """
+    if not at:
+        raise ValueError("at must name at least one step count")
+    return _pgd_loop(model, x, y, eps, alpha, max(at), random_start, loss, generator, track=False,
+                     record_at=at)[1]
+
+
 def pgd_until_fooled(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
                      random_start: bool = True, loss: LossName = "ce",
                      generator: torch.Generator | None = None,
@@ -88,6 +102,8 @@ def pgd_until_fooled(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alph
 def _pgd_loop(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int,
               random_start: bool, loss: LossName, generator: torch.Generator | None, track: bool,
               record_at: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
+    """The one PGD loop. Returns (final iterate, recorded): with ``track`` (freeze each example once fooled)
+    recorded[k] holds the "never fooled up to step k" flags; without it, the iterate after k steps."""
     if any(k < 0 or k > steps for k in record_at):
         raise ValueError(f"record_at={list(record_at)} must lie within 0..steps={steps}")
     loss_fn = ATTACK_LOSSES[loss]
@@ -98,25 +114,30 @@ def _pgd_loop(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, 
         x_adv = random_start_linf(x, eps, generator)
     else:
         x_adv = x.clone()
+    # examples still attacked (track: the not-yet-fooled ones; otherwise all, without gather or scatter)
     active = torch.arange(len(x), device=x.device)
     correct = torch.ones(len(x), dtype=torch.bool, device=x.device)
     recorded: dict[int, Tensor] = {}
     last = 0 if eps == 0 else steps
     for step in range(last + 1):
-        if step == last and not track:
-            break
-        xa = x_adv[active].requires_grad_(step < last)
+        if not track:
+            if step in record_at:
+                recorded[step] = x_adv    # never written in place below: x_adv is replaced each step
+            if step == last:
+                break
+        xa = (x_adv[active] if track else x_adv.detach()).requires_grad_(step < last)
+        xs, ys = (x[active], y[active]) if track else (x, y)
         with torch.set_grad_enabled(step < last):
             logits = model(xa)
         if track:
-            fooled = logits.argmax(1) != y[active]
+            fooled = logits.argmax(1) != ys
             correct[active[fooled]] = False
             if step in record_at:
                 recorded[step] = correct.clone()
         if step == last:
             break
-        grad, = torch.autograd.grad(loss_fn(logits, y[active]).sum(), xa)
-        stepped = project_linf(xa.detach() + alpha * grad.sign(), x[active], eps)
+        grad, = torch.autograd.grad(loss_fn(logits, ys).sum(), xa)
+        stepped = project_linf(xa.detach() + alpha * grad.sign(), xs, eps)
         if track:
             keep = ~fooled
             x_adv[active[keep]] = stepped[keep]
@@ -124,7 +145,8 @@ def _pgd_loop(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, 
             if len(active) == 0:
                 break
         else:
-            x_adv[active] = stepped
-    for k in {*record_at, steps}:
-        recorded.setdefault(k, correct.clone())
+            x_adv = stepped
+    for k in ({*record_at, steps} if track else set(record_at)):
+        # with eps 0 the loop stops at step 0: every later iterate equals the clean input
+        recorded.setdefault(k, correct.clone() if track else x_adv)
     return x_adv.detach(), recorded

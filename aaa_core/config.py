@@ -52,7 +52,7 @@ class ScaleConfig:
     ae_epochs: int
     train_steps: int         # PGD steps of the training attack
     train_alpha: float       # PGD step size of the training attack
-    train_bf16: bool         # bfloat16 autocast in training (attack + step); evaluation is always float32
+    train_bf16: bool         # bfloat16 autocast in all training (natural and adversarial); evaluation is float32
     eval_subset: int         # test images attacked (0 = the full test set)
     eval_restarts: int
     sanity_subset: int

@@ -148,7 +148,7 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
         source.eval()
         add(f"transfer-from-{source_name}", TRANSFER,
             {**source_cfg.describe(), "crafted_on": source_name, "library": "aaa_core"},
-            lambda source=source: batched_flags(
+            lambda source=source, source_name=source_name: batched_flags(
                 model, lambda xb, yb: pgd(source, xb, yb, eps=cfg.eps, alpha=source_cfg.alpha,
                                           steps=source_cfg.steps,
                                           generator=torch.Generator().manual_seed(cfg.seed)),
@@ -200,7 +200,7 @@ def suite_checks(natural: float, noise: float, results: Sequence[AttackResult], 
                         "accuracy by eps " + ", ".join(f"{p['eps']:g}: {p['accuracy']:.4f}" for p in curve)))
     checks.append(Check("accuracy_near_zero_at_high_eps", accs[-1] <= cfg.max_acc_at_high_eps,
                         f"accuracy at eps {curve[-1]['eps']:g} {accs[-1]:.4f} <= {cfg.max_acc_at_high_eps}"))
-    paper = {int(r.name[3:].split("-")[0]): r.accuracy for r in results if r.name.endswith("-paper")}
+    paper = {r.settings["steps"]: r.accuracy for r in results if r.name.endswith("-paper")}
     ks = sorted(paper)
     checks.append(Check("more_steps_never_raise_accuracy", all(paper[b] <= paper[a] for a, b in zip(ks, ks[1:])),
                         "paper-protocol accuracy by steps " + ", ".join(f"{k}: {paper[k]:.4f}" for k in ks)))

@@ -29,7 +29,7 @@ class TrainConfig:
     lr_patience: int
     seed: int
     epoch_images: int = 0    # images drawn (without replacement) per epoch; 0 = the whole training set
-    bf16: bool = False       # bfloat16 autocast for the training attack and step (evaluation stays float32)
+    bf16: bool = False       # bfloat16 autocast for the training attack (if any) and step; evaluation stays float32
     eps_ramp: int = 0        # Madry training: eps grows linearly from 0 over this many iterations (0 = none)
     augment: bool = False    # random crop (zero padding 4) and horizontal flip of every training batch
 

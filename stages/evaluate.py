@@ -9,20 +9,24 @@ import click
 import torch
 
 from aaa_core.attacks import PGDConfig, pgd
-from aaa_core.checkpoints import load_model, save_torch, write_json
+from aaa_core.checkpoints import load_model, save_torch
 from aaa_core.config import load_params
 from aaa_core.data import test_subset
-from aaa_core.evaluate import (SanityError, check_high_eps, check_noise_weaker, check_steps_monotone,
-                               check_whitebox_beats_transfer, correct_flags, enforce, noise_flags,
-                               robust_flags, transfer_flags)
+from aaa_core.evaluate import (
+    check_high_eps,
+    check_noise_weaker,
+    check_steps_monotone,
+    check_whitebox_beats_transfer,
+    correct_flags,
+    noise_flags,
+    robust_flags,
+    transfer_flags,
+)
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
+from stages._common import enforce_checks, mean, write_metrics
 
 N_FIGURE = 8
-
-
-def mean(flags: torch.Tensor) -> float:
-    return flags.float().mean().item()
 
 
 @click.command()
@@ -51,8 +55,8 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
     steps = sorted(threat.eval_steps)
     attack = PGDConfig(eps=threat.eps, alpha=threat.alpha, steps=steps[-1], restarts=budget.eval_restarts)
 
-    natural_full = mean(correct_flags(model, data["x_test"], data["y_test"]))
-    natural = mean(correct_flags(model, x, y))
+    natural_flags = correct_flags(model, data["x_test"], data["y_test"])
+    natural_full, natural = mean(natural_flags), mean(natural_flags[:len(x)])   # x: the first test images
     flags = robust_flags(model, x, y, attack, record_at=steps, seed=params.seed)
     robust = {f"pgd{k}": mean(flags[k]) for k in steps}
     click.echo(f"natural {natural_full:.4f} (full test set), on {len(x)}: natural {natural:.4f}, "
@@ -87,10 +91,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                    "uniform_noise": {"eps": threat.eps, "accuracy": noise_acc},
                    "checks": [c.as_dict() for c in checks]},
     }
-    try:
-        enforce(checks)
-    except SanityError as err:
-        raise click.ClickException(f"{metrics_path.stem}: {err}") from None
+    enforce_checks(checks, metrics_path.stem)
     if examples_path is not None:
         xf, yf = data["x_test"][:N_FIGURE], data["y_test"][:N_FIGURE]
         x_adv = pgd(model, xf, yf, eps=threat.eps, alpha=threat.alpha, steps=steps[0],
@@ -103,8 +104,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                     "ae_loss": metrics["pipeline"]["ae_loss"], "classifier_arch": clf_info["arch"],
                     "label": data["label"], "eps": threat.eps,
                     "steps": steps[0]}, examples_path)
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
-    write_json(metrics, metrics_path)
+    write_metrics(metrics, metrics_path, start)
 
 
 if __name__ == "__main__":

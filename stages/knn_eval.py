@@ -13,18 +13,15 @@ from pathlib import Path
 import click
 import torch
 
-from aaa_core.attacks import PGDConfig, pgd
-from aaa_core.checkpoints import load_model, write_json
+from aaa_core.attacks import PGDConfig, pgd_iterates
+from aaa_core.checkpoints import load_model
 from aaa_core.config import load_params
 from aaa_core.data import split_train_val, test_subset
-from aaa_core.evaluate import Check, SanityError, correct_flags, enforce, robust_flags
+from aaa_core.evaluate import Check, correct_flags, robust_flags
 from aaa_core.knn import KNNDefended, LatentBank, encode_all
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
-
-
-def mean(flags: torch.Tensor) -> float:
-    return flags.float().mean().item()
+from stages._common import enforce_checks, mean, write_metrics
 
 
 @click.command()
@@ -60,16 +57,14 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
     t = time.perf_counter()
     natural = correct_flags(target, x, y)
     natural_seconds = time.perf_counter() - t
-    non_adaptive, adaptive, worst = {}, {}, {}
-    for k in steps:
-        x_adv = torch.cat([pgd(plain, xb, yb, eps=threat.eps, alpha=threat.alpha, steps=k,
-                               generator=torch.Generator().manual_seed(params.seed))
-                           for xb, yb in zip(x.split(256), y.split(256))])
-        non_adaptive[k] = correct_flags(target, x_adv, y)
+    # one run gives every step count's final iterate (the same as separate runs: tests/test_attacks.py)
+    iterates = [pgd_iterates(plain, xb, yb, eps=threat.eps, alpha=threat.alpha, at=steps,
+                             generator=torch.Generator().manual_seed(params.seed))
+                for xb, yb in zip(x.split(256), y.split(256))]
+    non_adaptive = {k: correct_flags(target, torch.cat([it[k] for it in iterates]), y) for k in steps}
     cfg = PGDConfig(eps=threat.eps, alpha=threat.alpha, steps=steps[-1])
     adaptive = robust_flags(straight, x, y, cfg, record_at=steps, seed=params.seed)
-    for k in steps:
-        worst[k] = non_adaptive[k] & adaptive[k]
+    worst = {k: non_adaptive[k] & adaptive[k] for k in steps}
     result = {name: {f"pgd{k}": mean(flags[k]) for k in steps}
               for name, flags in (("non_adaptive", non_adaptive), ("bpda", adaptive), ("worst_case", worst))}
     for name, accs in result.items():
@@ -97,12 +92,8 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
         "timing": {"bank_seconds": round(bank_seconds, 1), "natural_eval_seconds": round(natural_seconds, 1)},
         "checks": [c.as_dict() for c in checks],
     }
-    try:
-        enforce(checks)
-    except SanityError as err:
-        raise click.ClickException(f"{metrics_path.stem}: {err}") from None
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
-    write_json(metrics, metrics_path)
+    enforce_checks(checks, metrics_path.stem)
+    write_metrics(metrics, metrics_path, start)
 
 
 if __name__ == "__main__":

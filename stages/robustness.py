@@ -10,13 +10,13 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import load_model, write_json
+from aaa_core.checkpoints import load_model
 from aaa_core.config import load_params
 from aaa_core.data import test_subset
-from aaa_core.evaluate import enforce, SanityError
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
 from aaa_core.suite import SuiteConfig, evaluate_suite, split_checks
+from stages._common import enforce_checks, write_metrics
 
 
 def load_pipeline(spec: str):
@@ -80,12 +80,8 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
     if masking and acknowledged:
         click.echo(f"MASKED GRADIENTS (acknowledged in params suite.{params.scale}.{dataset}.acknowledged_masking): "
                    + "; ".join(c.detail for c in masking))
-    try:
-        enforce(enforced)
-    except SanityError as err:
-        raise click.ClickException(f"{name}: {err}") from None
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
-    write_json(metrics, metrics_path)
+    enforce_checks(enforced, name)
+    write_metrics(metrics, metrics_path, start)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     attack_cfg = PGDConfig(eps=threat.eps, alpha=budget.train_alpha, steps=budget.train_steps)
     cfg = TrainConfig(epochs=budget.adv_epochs if adversarial else budget.classifier_epochs,
                       batch_size=budget.batch_size, lr=budget.lr, lr_patience=budget.lr_patience,
-                      seed=params.seed, bf16=budget.train_bf16 and adversarial,
+                      seed=params.seed, bf16=budget.train_bf16,
                       epoch_images=budget.adv_epoch_images if adversarial else 0,
                       eps_ramp=budget.adv_eps_ramp if adversarial else 0, augment=budget.augment)
     attack = None

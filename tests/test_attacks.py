@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from aaa_core.attacks import PGDConfig, margin_loss, pgd, pgd_until_fooled
+from aaa_core.attacks import PGDConfig, margin_loss, pgd, pgd_iterates, pgd_until_fooled
 from aaa_core.evaluate import correct_flags, robust_flags
 
 EPS = 0.3
@@ -104,3 +104,17 @@ def test_record_at_outside_range_is_rejected(trained_fc, mnist):
     with pytest.raises(ValueError, match="record_at"):
         pgd_until_fooled(trained_fc, mnist["x_test"][:4], mnist["y_test"][:4], eps=EPS, alpha=0.1, steps=5,
                          record_at=[6])
+
+
+def test_iterates_of_one_run_equal_separate_runs(trained_fc, mnist):
+    """kNN's non-adaptive PGD-40 and PGD-200 come from one 200-step run: it must equal two separate runs."""
+    x, y = mnist["x_test"][:64], mnist["y_test"][:64]
+    kwargs = dict(eps=EPS, alpha=0.02, random_start=True)
+    iterates = pgd_iterates(trained_fc, x, y, at=[3, 12], generator=torch.Generator().manual_seed(5), **kwargs)
+    assert sorted(iterates) == [3, 12]
+    for k, x_k in iterates.items():
+        alone = pgd(trained_fc, x, y, steps=k, generator=torch.Generator().manual_seed(5), **kwargs)
+        assert torch.equal(x_k, alone)
+    assert not torch.equal(iterates[3], iterates[12])
+    clean = pgd_iterates(trained_fc, x, y, eps=0.0, alpha=0.02, at=[0, 4])
+    assert all(torch.equal(v, x) for v in clean.values())

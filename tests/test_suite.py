@@ -59,8 +59,8 @@ def make_results(white=0.5, square=0.6, paper=(0.6, 0.55)):
     def f(acc):
         return torch.arange(n) < round(acc * n)
 
-    return [AttackResult("pgd40-paper", "white-box", {}, f(paper[0])),
-            AttackResult("pgd200-paper", "white-box", {}, f(paper[1])),
+    return [AttackResult("pgd40-paper", "white-box", {"steps": 40}, f(paper[0])),
+            AttackResult("pgd200-paper", "white-box", {"steps": 200}, f(paper[1])),
             AttackResult("apgd-ce", "white-box", {}, f(white)),
             AttackResult("square", QUERY_ONLY, {}, f(square)),
             AttackResult("transfer-from-dnn", TRANSFER, {}, f(0.7))]

@@ -1,7 +1,6 @@
 """MNIST models of the paper's Table 11 (kernel-filters-stride; ReLU unless said otherwise)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from aaa_core.models.compose import EncoderDecoder, Normalize
