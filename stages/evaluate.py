@@ -17,6 +17,7 @@ from aaa_core.evaluate import (
     check_noise_weaker,
     check_steps_monotone,
     check_whitebox_beats_transfer,
+    constant_output,
     correct_flags,
     noise_flags,
     robust_flags,
@@ -66,7 +67,10 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
     xs, ys = x[:budget.sanity_subset], y[:budget.sanity_subset]
     high_acc = mean(robust_flags(model, xs, ys, high, seed=params.seed)[high.steps])
     noise_acc = mean(noise_flags(model, x, y, threat.eps, seed=params.seed))
-    checks = [check_high_eps(high_acc, high.eps, budget.sanity_max_acc),
+    constant = constant_output(model, xs, ys)
+    if constant is not None:
+        click.echo(f"DEGENERATE pipeline: class {constant['class']} for {constant['share']:.1%} of clean inputs")
+    checks = [check_high_eps(high_acc, high.eps, budget.sanity_max_acc, constant),
               check_steps_monotone({k: mean(flags[k]) for k in steps}),
               check_noise_weaker(noise_acc, robust[f"pgd{steps[-1]}"])]
     transfer = None
@@ -88,6 +92,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                    "robust_means": "never misclassified at any iterate up to the step count, in every restart"},
         "transfer_attack": transfer,
         "sanity": {"high_eps": {**high.describe(), "examples": len(xs), "accuracy": high_acc},
+                   "constant_output": constant,
                    "uniform_noise": {"eps": threat.eps, "accuracy": noise_acc},
                    "checks": [c.as_dict() for c in checks]},
     }

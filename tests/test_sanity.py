@@ -1,10 +1,12 @@
 """The evaluation's sanity checks must catch what they are meant to catch, on real models."""
+import pytest
 import torch
 from torch import nn
 
 from aaa_core.attacks import PGDConfig
 from aaa_core.evaluate import (check_high_eps, check_noise_weaker, check_steps_monotone,
-                               check_whitebox_beats_transfer, noise_flags, robust_flags, transfer_flags)
+                               check_whitebox_beats_transfer, constant_output, noise_flags, robust_flags,
+                               transfer_flags)
 
 EPS = 0.3
 
@@ -52,3 +54,26 @@ def test_noise_and_monotonicity_checks(trained_fc, mnist):
     assert not check_noise_weaker(0.1, 0.5).passed
     assert check_steps_monotone({40: 0.5, 200: 0.4}).passed
     assert not check_steps_monotone({40: 0.5, 200: 0.6}).passed
+
+
+class ConstantClassifier(torch.nn.Module):
+    """Always class 3, whatever the input (a collapsed AE in front of a classifier does this)."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 10)
+        logits[:, 3] = 1.0
+        return logits + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_constant_output_is_recognised_and_bounds_the_high_eps_check(trained_fc, mnist):
+    x, y = mnist["x_test"][:200], mnist["y_test"][:200]
+    const = constant_output(ConstantClassifier(), x, y)
+    assert const is not None and const["class"] == 3 and const["share"] == 1.0
+    assert const["label_share"] == pytest.approx((y == 3).float().mean().item())
+    assert constant_output(trained_fc, x, y) is None      # a working classifier is not degenerate
+    acc = const["label_share"]                            # what any attack leaves of a constant pipeline
+    assert acc > 0.05
+    assert not check_high_eps(acc, 1.0, 0.05).passed
+    check = check_high_eps(acc, 1.0, 0.05, const)
+    assert check.passed and "DEGENERATE" in check.detail
+    assert not check_high_eps(acc + 0.06, 1.0, 0.05, const).passed
