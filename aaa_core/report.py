@@ -70,6 +70,9 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
     for m in selected:
         key = row_key(m)
         label = ROW_LABELS[key] + (" (headline)" if key == f"aaa_{headline}" else "")
+        constant = (m.get("sanity") or {}).get("constant_output")
+        if constant:   # a collapsed pipeline: its "robust" accuracy is the share of one class, say so
+            label += f" [DEGENERATE: class {constant['class']} for {constant['share']:.0%} of inputs]"
         reported = paper.get(key) or paper.get(f"{classifier_arch}_natural" if key == "natural_training" else key, {})
         record = {"Model": label, "Natural (ours)": pct(m["natural_accuracy"]),
                   "Natural (paper)": paper_pct(reported.get("natural"))}

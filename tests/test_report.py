@@ -31,3 +31,10 @@ def test_cifar_tables_read_the_papers_nested_transfer_entries():
     assert list(df["Model"]) == ["Natural training", "AAA, L_mse (headline)"]
     assert list(df["Natural (paper)"]) == ["91.47", "87.78"] and list(df["PGD-20 (paper)"]) == ["1.49", "2.70"]
     assert list(df["PGD-20 (ours)"]) == ["25.00", "10.00"]
+
+
+def test_a_degenerate_pipeline_is_flagged_in_its_row():
+    collapsed = record("dnn", loss="ce", natural=0.1, robust=0.1)
+    collapsed["sanity"] = {"constant_output": {"class": 2, "share": 1.0, "label_share": 0.1}}
+    df = table([record("dnn"), collapsed], {}, "ce", "dnn", [20])
+    assert list(df["Model"]) == ["Natural training", "AAA, L_ce (headline) [DEGENERATE: class 2 for 100% of inputs]"]
