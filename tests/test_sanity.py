@@ -77,3 +77,11 @@ def test_constant_output_is_recognised_and_bounds_the_high_eps_check(trained_fc,
     check = check_high_eps(acc, 1.0, 0.05, const)
     assert check.passed and "DEGENERATE" in check.detail
     assert not check_high_eps(acc + 0.06, 1.0, 0.05, const).passed
+
+
+def test_a_check_exactly_at_its_threshold_passes_despite_float32_rounding():
+    """5 of 100 examples is 0.0500000007 as a float32 mean: that is 'at most 5%', not a failure."""
+    acc = (torch.arange(100) < 5).float().mean().item()
+    assert acc > 0.05                                      # the rounding this guards against
+    assert check_high_eps(acc, 0.5, 0.05).passed
+    assert not check_high_eps((torch.arange(100) < 6).float().mean().item(), 0.5, 0.05).passed
