@@ -5,7 +5,7 @@ from torch import nn
 
 from aaa_core.attacks import PGDConfig
 from aaa_core.evaluate import (check_high_eps, check_noise_weaker, check_steps_monotone,
-                               check_whitebox_beats_transfer, constant_output, noise_flags, robust_flags,
+                               check_whitebox_beats_transfer, constant_output, noise_flags, predictions, robust_flags,
                                transfer_flags)
 
 EPS = 0.3
@@ -67,10 +67,10 @@ class ConstantClassifier(torch.nn.Module):
 
 def test_constant_output_is_recognised_and_bounds_the_high_eps_check(trained_fc, mnist):
     x, y = mnist["x_test"][:200], mnist["y_test"][:200]
-    const = constant_output(ConstantClassifier(), x, y)
+    const = constant_output(predictions(ConstantClassifier(), x), y)
     assert const is not None and const["class"] == 3 and const["share"] == 1.0
     assert const["label_share"] == pytest.approx((y == 3).float().mean().item())
-    assert constant_output(trained_fc, x, y) is None      # a working classifier is not degenerate
+    assert constant_output(predictions(trained_fc, x), y) is None      # a working classifier is not degenerate
     acc = const["label_share"]                            # what any attack leaves of a constant pipeline
     assert acc > 0.05
     assert not check_high_eps(acc, 1.0, 0.05).passed
