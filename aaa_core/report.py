@@ -37,7 +37,7 @@ def fmt_eps(eps: float) -> str:
 
 
 def model_name(arch: str, kwargs: dict | None = None) -> str:
-    """A classifier's name in every table: the paper's name, or with its constructor arguments when smaller."""
+    """A model's name in every table and caption: the paper's name, with its constructor arguments when smaller."""
     return arch.upper() + (f"({', '.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else "")
 
 
@@ -96,15 +96,10 @@ def caption(rows: list[dict], scale: str) -> str:
             f"iterate up to the step count fools the model." + _sizes(rows))
 
 
-def _kwargs(kwargs: dict | None) -> str:
-    return ", ".join(f"{k} {v}" for k, v in (kwargs or {}).items())
-
-
 def _sizes(rows: list[dict]) -> str:
     """Model sizes that differ from the paper's defaults, as recorded in the checkpoints."""
-    parts = sorted({f"AE: {_kwargs(m['pipeline'].get('ae_kwargs'))}" for m in rows if m["pipeline"].get("ae_kwargs")}
-                   | {f"{m['pipeline']['classifier_arch']}: {_kwargs(m['pipeline'].get('classifier_kwargs'))}"
-                      for m in rows if m["pipeline"].get("classifier_kwargs")})
+    parts = sorted({model_name("ae", m["pipeline"].get("ae_kwargs")) for m in rows if m["pipeline"].get("ae_kwargs")}
+                   | {pipeline_model_name(m) for m in rows if m["pipeline"].get("classifier_kwargs")})
     return f" Model arguments: {'; '.join(parts)}." if parts else ""
 
 

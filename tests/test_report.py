@@ -1,5 +1,5 @@
 """Tables: small models carry their arguments in their name; the paper's numbers are matched to the right column."""
-from aaa_core.report import model_name, paper_value, table
+from aaa_core.report import caption, model_name, paper_value, table
 from stages.render_tables import TABLES, paper_entry
 
 
@@ -12,6 +12,15 @@ def record(arch, mode="natural", loss=None, kwargs=None, natural=0.5, robust=0.2
 def test_a_smaller_model_is_never_shown_under_the_papers_name():
     assert model_name("resnet") == "RESNET"
     assert model_name("resnet", {"widen": 1, "units": 2}) == "RESNET(widen=1, units=2)"
+
+
+def test_a_caption_names_the_smaller_models_as_the_tables_do():
+    rows = [record("resnet", kwargs={"widen": 1, "units": 2}), record("resnet", loss="ce", kwargs={"widen": 1, "units": 2})]
+    rows[1]["pipeline"]["ae_kwargs"] = {"width": 0.125}
+    for m in rows:
+        m.update(label="CIFAR-10", data_source="test", attack={"examples": 8, "eps": 8 / 255, "alpha": 2 / 255,
+                                                             "restarts": 1, "seed": 0})
+    assert caption(rows, "cpu").endswith(" Model arguments: AE(width=0.125); RESNET(widen=1, units=2).")
 
 
 def test_paper_value_falls_back_to_the_one_pgd_column_only_where_the_step_count_is_illegible():
