@@ -109,11 +109,12 @@ def check_high_eps(acc: float, eps: float, max_acc: float, constant: dict | None
     return Check("accuracy_near_zero_at_high_eps", acc <= limit + ROUNDING, detail)
 
 
-def check_steps_monotone(acc_by_steps: dict[int, float]) -> Check:
+def check_steps_monotone(acc_by_steps: dict[int, float], what: str = "accuracy") -> Check:
+    """More PGD steps never raise accuracy; ``what`` names the accuracies in the detail."""
     ordered = [acc_by_steps[k] for k in sorted(acc_by_steps)]
     ok = all(b <= a + ROUNDING for a, b in zip(ordered, ordered[1:]))
     return Check("more_steps_never_raise_accuracy", ok,
-                 "accuracy by steps " + ", ".join(f"{k}: {acc_by_steps[k]:.4f}" for k in sorted(acc_by_steps)))
+                 f"{what} by steps " + ", ".join(f"{k}: {acc_by_steps[k]:.4f}" for k in sorted(acc_by_steps)))
 
 
 def check_whitebox_beats_transfer(whitebox: float, transfer: float, tolerance: float) -> Check:

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd
-from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, constant_output, correct_flags, noise_flags,
-                               predictions, robust_flags)
+from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, check_steps_monotone, constant_output, correct_flags,
+                               noise_flags, predictions, robust_flags)
 
 WHITE_BOX = "white-box"
 QUERY_ONLY = "query-only"
@@ -206,10 +206,7 @@ def suite_checks(natural: float, noise: float, results: Sequence[AttackResult], 
                         "accuracy by eps " + ", ".join(f"{p['eps']:g}: {p['accuracy']:.4f}" for p in curve)))
     checks.append(check_high_eps(accs[-1], curve[-1]["eps"], cfg.max_acc_at_high_eps, constant))
     paper = {r.settings["steps"]: r.accuracy for r in results if r.name.endswith("-paper")}
-    ks = sorted(paper)
-    checks.append(Check("more_steps_never_raise_accuracy",
-                        all(paper[b] <= paper[a] + ROUNDING for a, b in zip(ks, ks[1:])),
-                        "paper-protocol accuracy by steps " + ", ".join(f"{k}: {paper[k]:.4f}" for k in ks)))
+    checks.append(check_steps_monotone(paper, "paper-protocol accuracy"))
     white = [r for r in results if r.kind == WHITE_BOX]
     best = min(white, key=lambda r: r.accuracy)
     drop_attack, drop_noise = natural - best.accuracy, natural - noise
