@@ -3,17 +3,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from aaa_core.errors import AAAError, CheckpointError
+
 __version__ = "0.1.0"
+
+# What every model of a dataset takes and gives: images (C, H, W) in [0, 1], logits over the classes.
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NUM_CLASSES = 10
 
 
 def load_defended(dataset: str, ae: str | None = "ae_ce_mse", classifier: str = "dnn",
                   models_dir: str | Path = "models") -> nn.Module:
     """The trained pipeline as one ``nn.Module`` from [0, 1] images to logits, in eval mode.
 
+    Both checkpoints must hold ``dataset``'s models (hence each other's), and a zero batch of the dataset's
+    images must come out of the AE with its own shape and out of the classifier as (N, NUM_CLASSES) logits;
+    otherwise a ``CheckpointError`` names the file, rather than a pipeline that returns wrong logits.
+
     Args:
-        dataset: "mnist".
+        dataset: a key of ``INPUT_SHAPES`` ("mnist", "fashion_mnist", "cifar10").
         ae: "ae_ce", "ae_mse", "ae_ce_mse" (an AAA autoencoder, by its training loss), or None for the
             classifier alone.
         classifier: "dnn", "fc" (natural) or "dnn_adv" (Madry adversarial training).
@@ -22,9 +33,28 @@ def load_defended(dataset: str, ae: str | None = "ae_ce_mse", classifier: str = 
     from aaa_core.checkpoints import load_model
     from aaa_core.models import Defended
 
+    if dataset not in INPUT_SHAPES:
+        raise AAAError(f"unknown dataset {dataset!r}; expected one of {sorted(INPUT_SHAPES)}")
     folder = Path(models_dir) / dataset
-    clf, _ = load_model(folder / f"{classifier}.pt", kind="classifier")
+    x = torch.zeros(2, *INPUT_SHAPES[dataset])
+    clf_path = folder / f"{classifier}.pt"
+    clf, _ = load_model(clf_path, kind="classifier", dataset=dataset)
+    _expect_output_shape(clf, clf_path, x, (len(x), NUM_CLASSES))
     if ae is None:
         return clf.eval()
-    autoencoder, _ = load_model(folder / f"{ae}.pt", kind="ae")
+    ae_path = folder / f"{ae}.pt"
+    autoencoder, _ = load_model(ae_path, kind="ae", dataset=dataset)
+    _expect_output_shape(autoencoder, ae_path, x, tuple(x.shape))
     return Defended(autoencoder, clf).eval()
+
+
+def _expect_output_shape(model: nn.Module, path: Path, x: torch.Tensor, expected: tuple[int, ...]) -> None:
+    """Run ``x`` through ``model`` and insist on the output's shape: a model made for other images (or
+    another number of classes) fails here, naming its file, instead of somewhere inside an attack."""
+    try:
+        with torch.no_grad():
+            got = tuple(model(x).shape)
+    except RuntimeError as err:
+        got = f"an error ({str(err).splitlines()[0]})"
+    if got != expected:
+        raise CheckpointError(f"{path}: maps a batch of shape {tuple(x.shape)} to {got}, expected {expected}")

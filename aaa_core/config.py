@@ -1,7 +1,12 @@
-"""Typed, strict view of params.yaml: unknown, missing or mistyped keys fail with the key's full name.
+"""Typed, strict, range-checked view of params.yaml.
 
-This is the only module that reads params.yaml. A value is resolved per dataset and per scale:
-``threat.<dataset>`` holds the paper's attack, ``scales.<scale>.<dataset>`` the budgets.
+This is the only module that reads params.yaml. The file has one section per kind of stage (``split``,
+``train``, ``classifier``, ``models``, ``adversarial``, ``ae``, ``evaluate``, ``sweep``,
+``suite``, ``knn``), each per dataset, holding the default (``cpu``) scale's values; ``scales.<scale>``
+overlays the keys another scale changes. ``Params.section(name, dataset)`` gives the merged, validated
+values of the selected scale. Every scale is validated when the file is loaded, so a bad value at the
+paper scale is caught on a cpu run too. An unknown, missing, mistyped or out-of-range key stops the stage
+with its full name, its value and what was expected.
 """
 from __future__ import annotations
 
@@ -9,16 +14,46 @@ import dataclasses
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from aaa_core.errors import AAAError
+
 AE_LOSSES = ("ce", "mse", "ce_mse")
 SCALES = ("cpu", "paper", "smoke")
+# (training images, test images, classes) of each dataset: the bounds of every subset and split
+DATASET_SIZES = {"mnist": (60000, 10000, 10), "fashion_mnist": (60000, 10000, 10), "cifar10": (50000, 10000, 10)}
 
 
-class ParamsError(ValueError):
+class ParamsError(AAAError):
     """A params file that does not match what the project expects."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed interval of a number; ``None`` = unbounded."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        return above and (self.hi is None or value <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+
+NON_EMPTY = "non-empty"
+Count = Annotated[int, Range(1)]            # steps, epochs, batch sizes, restarts: at least 1
+Size = Annotated[int, Range(0)]             # subsets and image counts: 0 means "all"
+Positive = Annotated[float, Range(0, lo_open=True)]
+Step = Annotated[float, Range(0, 1, lo_open=True)]      # eps and step sizes, pixels in [0, 1]
+Fraction = Annotated[float, Range(0, 1)]                # accuracies and tolerances
+Probe = Annotated[float, Range(0, 1)]                   # an eps of a sweep or curve (0 = natural accuracy)
 
 
 @dataclass(frozen=True)
@@ -30,71 +65,102 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ThreatConfig:
-    eps: float
-    alpha: float
-    eval_steps: list[int]  # PGD step counts reported in the tables, e.g. [40, 200]
+    eps: Step
+    alpha: Step
+    eval_steps: Annotated[list[Count], NON_EMPTY]   # PGD step counts reported in the tables, e.g. [40, 200]
 
 
 @dataclass(frozen=True)
-class ScaleConfig:
-    train_subset: int        # training images for natural training (0 = all)
-    adv_epoch_images: int    # images drawn at random per epoch of adversarial training, AE and Madry (0 = all)
-    val_size: int            # held out from the training split, for the learning-rate schedule
-    batch_size: int
-    lr: float
-    lr_patience: int         # epochs without val improvement before the learning rate is halved
-    latent_dim: int          # MNIST AE latent size (the paper's text: 128, its Table 11: 1024)
-    ae_width: float          # channel multiplier of the Fashion-MNIST / CIFAR-10 AEs (1.0 = the paper's)
-    augment: bool            # random crop (pad 4) and horizontal flip of training batches (CIFAR-10)
-    classifier_epochs: int
-    adv_epochs: int          # Madry adversarial training of the baseline classifier
-    adv_eps_ramp: int        # Madry training: iterations over which eps grows linearly from 0 (0 = none)
-    ae_epochs: int
-    train_steps: int         # PGD steps of the training attack
-    train_alpha: float       # PGD step size of the training attack
-    train_bf16: bool         # bfloat16 autocast in all training (natural and adversarial); evaluation is float32
-    eval_subset: int         # test images attacked (0 = the full test set)
-    eval_restarts: int
-    sanity_subset: int
-    sanity_eps: float
-    sanity_alpha: float
-    sanity_steps: int
-    sanity_max_acc: float    # robust accuracy at sanity_eps must be at most this
-    transfer_tolerance: float  # white-box may be weaker than transfer by at most this (accuracy, 0..1)
-    sweep_eps: list[float]
-    sweep_subset: int
-    sweep_steps: int
-    # constructor arguments per classifier arch, e.g. {resnet: {widen: 1}}: a smaller model at cpu scale,
-    # named with its arguments in every table (may be omitted: the paper's sizes)
-    classifier_kwargs: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+class SplitConfig:
+    train_subset: Size       # training images kept (0 = all), before the validation split
+    val_size: Count          # held out from the training split, for the learning-rate schedule
 
 
 @dataclass(frozen=True)
-class SuiteBudget:
+class TrainConfig:
+    batch_size: Count
+    lr: Positive
+    lr_patience: Size        # epochs without validation improvement before the learning rate is halved
+    bf16: bool               # bfloat16 autocast in all training; evaluation is float32
+    augment: bool            # random crop (pad 4) and horizontal flip of training batches
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    epochs: Count            # natural training
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """Adversarial training, one budget for Madry and AAA alike: the same optimizer iterations and schedule."""
+    epochs: Count
+    epoch_images: Size       # images drawn at random per epoch (0 = all)
+    steps: Count             # PGD steps of the training attack
+    alpha: Step              # PGD step size of the training attack
+    eps_ramp: Size           # iterations over which the training eps grows linearly from 0 (0 = none)
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    """The AAA autoencoder's architecture (its training budget is ``AdversarialConfig``)."""
+    latent_dim: Count = 128  # MNIST AE latent size
+    width: Positive = 1.0    # channel multiplier of the Fashion-MNIST and CIFAR-10 AEs (1.0 = the paper's)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    subset: Size             # first test images attacked (0 = the full test set)
+    restarts: Count
+    sanity_subset: Count
+    sanity_eps: Step
+    sanity_alpha: Step
+    sanity_steps: Count
+    sanity_max_acc: Fraction  # robust accuracy at sanity_eps must be at most this
+    transfer_tolerance: Fraction  # white-box may be weaker than transfer by at most this
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    eps: Annotated[list[Probe], NON_EMPTY]
+    subset: Size
+    steps: Count
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
     """The adaptive-attack suite (stage ``robustness``); its eps and paper protocol come from ``threat``."""
-    subset: int               # first test images attacked (0 = the full test set)
-    pgd_steps: int            # PGD with restarts, cross-entropy and margin loss
-    pgd_alpha: float
-    pgd_restarts: int
-    apgd_steps: int           # APGD-CE and APGD-T iterations (AutoAttack's standard: 100)
-    apgdt_targets: int        # APGD-T target classes (AutoAttack's standard: 9)
-    square_queries: int       # Square attack query budget per example
-    transfer_steps: int       # PGD steps of the transfer attacks, crafted on the source model
-    curve_eps: list[float]    # accuracy against eps (PGD-curve_steps, step 2.5 * eps / steps); must fall to ~0
-    curve_steps: int
-    max_acc_at_high_eps: float
-    masking_tolerance: float  # query-only / transfer may beat the best white-box attack by at most this
+    subset: Size
+    pgd_steps: Count          # PGD with restarts, cross-entropy and margin loss
+    pgd_alpha: Step
+    pgd_restarts: Count
+    apgd_steps: Count         # APGD-CE and APGD-T iterations (AutoAttack's standard: 100)
+    apgdt_targets: Annotated[int, Range(1, 9)]   # APGD-T target classes (AutoAttack's standard: 9)
+    square_queries: Count     # Square attack query budget per example
+    transfer_steps: Count     # PGD steps of the transfer attacks, crafted on the source model
+    curve_eps: Annotated[list[Probe], NON_EMPTY]  # accuracy against eps (PGD-curve_steps); must fall to ~0
+    curve_steps: Count
+    max_acc_at_high_eps: Fraction
+    masking_tolerance: Fraction  # query-only / transfer may beat the best white-box attack by at most this
     # pipelines (stage names, e.g. ae_ce-dnn) whose masked gradients were seen, investigated and are
     # reported: their masking check is reported loudly instead of failing the stage; any other fails it
     acknowledged_masking: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
-class KNNBudget:
-    """kNN latent reconstruction (stage knn_eval): test subset, neighbours, BPDA check tolerance."""
-    subset: int               # first test images (0 = the full test set)
-    k: int                    # neighbours averaged (the paper: 10)
-    bpda_tolerance: float     # the BPDA attack may be weaker than the non-adaptive one by at most this
+class KNNConfig:
+    subset: Size
+    k: Count                  # neighbours averaged (the paper: 10)
+    bpda_tolerance: Fraction  # the BPDA attack may be weaker than the non-adaptive one by at most this
+
+
+ModelsConfig = dict[str, dict[str, Count]]   # classifier arch -> constructor arguments ({} = the paper's size)
+
+SECTIONS: dict[str, Any] = {
+    "split": SplitConfig, "train": TrainConfig, "classifier": ClassifierConfig, "models": ModelsConfig,
+    "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
+    "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig,
+}
+TOP_LEVEL = ("seed", "scale", "loss", "data", "threat", *SECTIONS, "scales")
 
 
 @dataclass(frozen=True)
@@ -104,28 +170,14 @@ class Params:
     loss: str
     data: DataConfig
     threat: dict[str, ThreatConfig]
-    scales: dict[str, dict[str, ScaleConfig]]
-    suite: dict[str, dict[str, SuiteBudget]]   # suite.<scale>.<dataset>
-    knn: dict[str, dict[str, KNNBudget]] = dataclasses.field(default_factory=dict)  # knn.<scale>.<dataset>
+    resolved: dict[str, dict[str, dict[str, Any]]]   # scale -> section -> dataset -> config
 
-    def budget(self, dataset: str) -> ScaleConfig:
-        """The budgets of ``dataset`` at the selected scale."""
+    def section(self, name: str, dataset: str) -> Any:
+        """The ``name`` section of ``dataset`` at the selected scale (overlay applied)."""
         try:
-            return self.scales[self.scale][dataset]
+            return self.resolved[self.scale][name][dataset]
         except KeyError:
-            raise ParamsError(f"params: no scales.{self.scale}.{dataset} section") from None
-
-    def suite_budget(self, dataset: str) -> SuiteBudget:
-        try:
-            return self.suite[self.scale][dataset]
-        except KeyError:
-            raise ParamsError(f"params: no suite.{self.scale}.{dataset} section") from None
-
-    def knn_budget(self, dataset: str) -> KNNBudget:
-        try:
-            return self.knn[self.scale][dataset]
-        except KeyError:
-            raise ParamsError(f"params: no knn.{self.scale}.{dataset} section") from None
+            raise ParamsError(f"params: no {name}.{dataset} section") from None
 
     def attack(self, dataset: str) -> ThreatConfig:
         try:
@@ -137,7 +189,25 @@ class Params:
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
+def _strip(hint: Any) -> tuple[Any, tuple]:
+    if get_origin(hint) is Annotated:
+        base, *extras = get_args(hint)
+        return base, tuple(extras)
+    return hint, ()
+
+
 def _convert(value: Any, hint: Any, where: str) -> Any:
+    hint, extras = _strip(hint)
+    value = _convert_plain(value, hint, where)
+    for extra in extras:
+        if isinstance(extra, Range) and not extra.holds(value):
+            raise ParamsError(f"params: {where} = {value!r} is out of range: expected {extra}")
+        if extra == NON_EMPTY and not value:
+            raise ParamsError(f"params: {where} must be a non-empty list, got {value!r}")
+    return value
+
+
+def _convert_plain(value: Any, hint: Any, where: str) -> Any:
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
@@ -175,31 +245,116 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise TypeError(f"unsupported type hint {hint} at {where}")
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type, raw: Any, where: str, names: dict[str, str] | None = None) -> Any:
+    """``cls`` from the mapping ``raw``; ``names`` gives a key's full name where it is not ``where.key``."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params: {where or 'the file'} must be a mapping, got {raw!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
+    hints = get_type_hints(cls, include_extras=True)
+    known = {f.name for f in fields(cls)}
     prefix = f"{where}." if where else ""
-    unknown = sorted(set(raw) - names)
+    full = {k: (names or {}).get(k, prefix + k) for k in raw}
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise ParamsError(f"params: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"expected {', '.join(sorted(names))}")
+        raise ParamsError(f"params: unknown key(s) {', '.join(full[k] for k in unknown)}; "
+                          f"expected {', '.join(sorted(known))}")
     optional = {f.name for f in fields(cls)
                 if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-    missing = sorted(names - set(raw) - optional)
+    missing = sorted(known - set(raw) - optional)
     if missing:
         raise ParamsError(f"params: missing key(s) {', '.join(prefix + k for k in missing)}")
-    return cls(**{k: _convert(raw[k], hints[k], prefix + k) for k in names if k in raw})
+    return cls(**{k: _convert(raw[k], hints[k], full[k]) for k in known if k in raw})
 
 
-def parse_params(raw: dict) -> Params:
-    params = _build(Params, raw, "")
-    if params.scale not in params.scales:
-        raise ParamsError(f"params: scale must be one of {sorted(params.scales)}, got {params.scale!r}")
-    if params.loss not in AE_LOSSES:
-        raise ParamsError(f"params: loss must be one of {list(AE_LOSSES)}, got {params.loss!r}")
-    return params
+def _mapping(raw: Any, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: {where} must be a mapping, got {raw!r}")
+    return raw
+
+
+def _resolve(raw: dict, scale: str, overlay: dict) -> dict[str, dict[str, Any]]:
+    """Every section of every dataset at ``scale``: the base values with ``overlay``'s keys replaced."""
+    resolved: dict[str, dict[str, Any]] = {}
+    for name, hint in SECTIONS.items():
+        base = _mapping(raw[name], name)
+        extra = _mapping(overlay.get(name, {}), f"scales.{scale}.{name}")
+        strays = sorted(set(extra) - set(base))
+        if strays:
+            raise ParamsError(f"params: scales.{scale}.{name}.{strays[0]}: no dataset {strays[0]!r} in {name}")
+        resolved[name] = {}
+        for dataset, values in base.items():
+            changes = _mapping(extra.get(dataset) or {}, f"scales.{scale}.{name}.{dataset}")
+            merged = {**_mapping(values, f"{name}.{dataset}"), **changes}
+            names = {k: f"scales.{scale}.{name}.{dataset}.{k}" for k in changes}
+            if dataclasses.is_dataclass(hint):
+                resolved[name][dataset] = _build(hint, merged, f"{name}.{dataset}", names)
+            else:
+                resolved[name][dataset] = {k: _convert(v, get_args(hint)[1], names.get(k, f"{name}.{dataset}.{k}"))
+                                           for k, v in merged.items()}
+    for dataset in DATASET_SIZES:
+        _check_sizes(resolved, dataset, scale)
+    return resolved
+
+
+def _check_sizes(resolved: dict, dataset: str, scale: str) -> None:
+    """Subsets no larger than what they are drawn from (the sizes of the real datasets)."""
+    n_train, n_test, n_classes = DATASET_SIZES[dataset]
+    at = f" (scale {scale})"
+
+    def bound(section: str, key: str, value: int, limit: int, what: str) -> None:
+        if value > limit:
+            raise ParamsError(f"params: {section}.{dataset}.{key} = {value} is out of range{at}: "
+                              f"expected at most {limit} ({what})")
+
+    def get(section: str):
+        return resolved[section].get(dataset)
+
+    split = get("split")
+    if split is None:
+        return
+    bound("split", "val_size", split.val_size, n_train - 1, f"{dataset} has {n_train} training images")
+    pool = split.train_subset or n_train
+    bound("split", "train_subset", pool, n_train, f"{dataset} has {n_train} training images")
+    bound("split", "val_size", split.val_size, pool - 1, "split.train_subset")
+    if get("adversarial"):
+        bound("adversarial", "epoch_images", get("adversarial").epoch_images, pool - split.val_size,
+              "the training split after validation")
+    for section in ("evaluate", "sweep", "suite", "knn"):
+        if get(section):
+            bound(section, "subset", get(section).subset, n_test, f"{dataset} has {n_test} test images")
+    evaluate = get("evaluate")
+    if evaluate:
+        bound("evaluate", "sanity_subset", evaluate.sanity_subset, evaluate.subset or n_test,
+              "the evaluated subset it is drawn from")
+    if get("suite"):
+        bound("suite", "apgdt_targets", get("suite").apgdt_targets, n_classes - 1, "the other classes")
+    if get("knn"):
+        bound("knn", "k", get("knn").k, pool - split.val_size, "the latent bank's size")
+
+
+def parse_params(raw: Any) -> Params:
+    raw = _mapping(raw, "the file")
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ParamsError(f"params: unknown key(s) {', '.join(unknown)}; expected {', '.join(TOP_LEVEL)}")
+    missing = [k for k in TOP_LEVEL if k not in raw]
+    if missing:
+        raise ParamsError(f"params: missing key(s) {', '.join(missing)}")
+    seed = _convert(raw["seed"], Annotated[int, Range(0)], "seed")
+    scale = _convert(raw["scale"], str, "scale")
+    loss = _convert(raw["loss"], str, "loss")
+    scales = _mapping(raw["scales"], "scales")
+    if scale not in scales:
+        raise ParamsError(f"params: scale must be one of {sorted(scales)}, got {scale!r}")
+    if loss not in AE_LOSSES:
+        raise ParamsError(f"params: loss must be one of {list(AE_LOSSES)}, got {loss!r}")
+    for name, overlay in scales.items():
+        strays = sorted(set(_mapping(overlay or {}, f"scales.{name}")) - set(SECTIONS))
+        if strays:
+            raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected {', '.join(SECTIONS)}")
+    return Params(seed=seed, scale=scale, loss=loss,
+                  data=_build(DataConfig, raw["data"], "data"),
+                  threat=_convert(raw["threat"], dict[str, ThreatConfig], "threat"),
+                  resolved={name: _resolve(raw, name, overlay or {}) for name, overlay in scales.items()})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -209,8 +364,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError(f"params file {path} does not exist") from None
     except yaml.YAMLError as err:
-        raise ParamsError(f"params file {path} is not valid YAML: {err}") from None
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ParamsError(f"params file {path} is not valid YAML{line}: "
+                          f"{getattr(err, 'problem', None) or err}") from None
     try:
         return parse_params(raw)
     except ParamsError as err:
-        raise ParamsError(f"{path}: {err}") from None
+        raise ParamsError(f"{path}: {str(err).removeprefix('params: ')}") from None

@@ -2,7 +2,8 @@
 
 Loops write no outputs of their own: they return a history and, after every epoch, hand a resumable state
 to ``save_state`` (the stage decides where it goes). A state given back through ``resume`` continues the
-run exactly where it stopped: weights, optimizer, learning-rate schedule, RNG and history.
+run exactly where it stopped: weights, optimizer, learning-rate schedule, history, the loop's own generator
+and the global random states (torch CPU and CUDA, numpy, Python) that layers such as Dropout draw from.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from aaa_core.attacks import pgd
 from aaa_core.losses import AELoss
 from aaa_core.models.compose import Defended, freeze
+from aaa_core.runtime import rng_state, set_rng_state
 
 # attack(model, x, y, generator, strength): strength in (0, 1] scales eps and step (1 = the full attack)
 Attack = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
@@ -30,7 +33,7 @@ class TrainConfig:
     seed: int
     epoch_images: int = 0    # images drawn (without replacement) per epoch; 0 = the whole training set
     bf16: bool = False       # bfloat16 autocast for the training attack (if any) and step; evaluation stays float32
-    eps_ramp: int = 0        # Madry training: eps grows linearly from 0 over this many iterations (0 = none)
+    eps_ramp: int = 0        # adversarial training (Madry, AE): eps grows linearly over this many iterations (0 = none)
     augment: bool = False    # random crop (zero padding 4) and horizontal flip of every training batch
 
 
@@ -66,6 +69,7 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
+        set_rng_state(resume["rng"])
         history = list(resume["history"])
         log(f"resuming after epoch {len(history)} of {cfg.epochs}")
     for epoch in range(len(history) + 1, cfg.epochs + 1):
@@ -92,8 +96,24 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
         if save_state is not None:
             save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                        "history": history})
+                        "rng": rng_state(), "history": history})
     return history
+
+
+def training_attack(cfg) -> Attack:
+    """PGD as the training attack (``cfg``: a ``PGDConfig``), eps and step scaled by the ramp's strength."""
+    def attack(model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator, strength: float) -> Tensor:
+        return pgd(model, x, y, eps=strength * cfg.eps, alpha=strength * cfg.alpha, steps=cfg.steps,
+                   generator=generator)
+    return attack
+
+
+def ramp_strength(iteration: int, eps_ramp: int) -> float:
+    """The training attack's strength at ``iteration`` (0-based): linear from 1/eps_ramp to 1, then 1.
+
+    One schedule for Madry training and the AE alike, so neither starts against a stronger adversary.
+    """
+    return min(1.0, (iteration + 1) / eps_ramp) if eps_ramp else 1.0
 
 
 def _batched_mean(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int) -> float:
@@ -121,8 +141,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_val: Tensor, y_va
         return attack(model, xb, yb, generator, strength)
 
     def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
-        strength = min(1.0, (iteration + 1) / cfg.eps_ramp) if cfg.eps_ramp else 1.0
-        xb = adversarial(xb, yb, generator, strength)
+        xb = adversarial(xb, yb, generator, ramp_strength(iteration, cfg.eps_ramp))
         model.train()
         return criterion(model(xb), yb)
 
@@ -141,7 +160,8 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
     """AAA: train ``ae`` so that frozen classifiers survive PGD through AE and classifier together.
 
     At every iteration one classifier is drawn at random (an ensemble of one is the single-classifier
-    case); the batch is attacked through ``Defended(ae, classifier)`` with the AE in eval mode, then the
+    case); the batch is attacked through ``Defended(ae, classifier)`` with the AE in eval mode (eps ramped
+    over ``cfg.eps_ramp`` iterations, as in Madry training), then the
     AE trains on the adversarial batch with ``loss_fn(logits, y, reconstruction, clean x)``.
     Classifiers are frozen: their weights and BatchNorm statistics never change.
     """
@@ -153,7 +173,7 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
     def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
         pipeline = draw(generator)
         pipeline.eval()
-        x_adv = attack(pipeline, xb, yb, generator, 1.0)
+        x_adv = attack(pipeline, xb, yb, generator, ramp_strength(iteration, cfg.eps_ramp))
         pipeline.train()
         recon = ae(x_adv)
         return loss_fn(pipeline.classifier(recon).float(), yb, recon.float(), xb)

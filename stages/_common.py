@@ -11,7 +11,6 @@ import torch
 from aaa_core.checkpoints import write_json
 from aaa_core.evaluate import Check, SanityError, enforce
 
-
 def mean(flags: torch.Tensor) -> float:
     """Accuracy from per-example "still correct" flags."""
     return flags.float().mean().item()

@@ -26,6 +26,7 @@ from aaa_core.evaluate import (
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
 from stages._common import enforce_checks, mean, write_metrics
+from stages._cli import run
 
 N_FIGURE = 8
 
@@ -46,15 +47,15 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
          examples_path: Path | None, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    budget, threat = params.budget(dataset), params.attack(dataset)
+    budget, threat = params.section("evaluate", dataset), params.attack(dataset)
     seed_everything(params.seed)
     data = load_prepared(data_path)
     classifier, clf_info = load_model(classifier_path, kind="classifier")
     ae, ae_info = load_model(ae_path, kind="ae") if ae_path else (None, None)
     model = Defended(ae, classifier).eval() if ae is not None else classifier.eval()
-    x, y = test_subset(data["x_test"], data["y_test"], budget.eval_subset)
+    x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
     steps = sorted(threat.eval_steps)
-    attack = PGDConfig(eps=threat.eps, alpha=threat.alpha, steps=steps[-1], restarts=budget.eval_restarts)
+    attack = PGDConfig(eps=threat.eps, alpha=threat.alpha, steps=steps[-1], restarts=budget.restarts)
 
     natural_pred = predictions(model, data["x_test"])
     natural_flags = natural_pred == data["y_test"]
@@ -114,4 +115,4 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

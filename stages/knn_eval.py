@@ -22,6 +22,7 @@ from aaa_core.knn import KNNDefended, LatentBank, encode_all
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
 from stages._common import enforce_checks, mean, write_metrics
+from stages._cli import run
 
 
 @click.command()
@@ -37,13 +38,13 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
          params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    threat, budget, knn = params.attack(dataset), params.budget(dataset), params.knn_budget(dataset)
+    threat, split, knn = params.attack(dataset), params.section("split", dataset), params.section("knn", dataset)
     seed_everything(params.seed)
     data = load_prepared(data_path)
     ae, ae_info = load_model(ae_path, kind="ae")
     classifier, clf_info = load_model(classifier_path, kind="classifier")
     # the bank: latents of the training split the AE was trained on (validation images held out)
-    (x_train, _), _ = split_train_val(data["x_train"], data["y_train"], subset=0, val_size=budget.val_size,
+    (x_train, _), _ = split_train_val(data["x_train"], data["y_train"], subset=0, val_size=split.val_size,
                                       seed=params.seed)
     bank_start = time.perf_counter()
     bank = LatentBank(encode_all(ae, x_train), k=knn.k)
@@ -97,4 +98,4 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,6 +9,7 @@ import click
 from aaa_core.checkpoints import save_torch, write_json
 from aaa_core.config import load_params
 from aaa_core.data import DataError, fetch
+from stages._cli import run
 
 
 @click.command()
@@ -34,4 +35,4 @@ def main(dataset: str, out: Path, metrics_path: Path, params_path: Path) -> None
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -8,6 +8,7 @@ import click
 from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
 from aaa_core.report import load_metrics, robustness_section, robustness_figure
+from stages._cli import run
 
 
 @click.command()
@@ -40,4 +41,4 @@ def main(metrics_root: Path, out: Path, figures_dir: Path, params_path: Path) ->
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

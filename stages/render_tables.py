@@ -11,6 +11,7 @@ from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
 from aaa_core.report import (caption, ensemble_table, knn_table, load_examples, load_metrics, pipeline_model_name,
                              reconstruction_figure, sweep_figure, table, training_cost)
+from stages._cli import run
 
 # dataset -> (paper section, [(title, classifier arch, paper table key)]) for Tables 1/2, 4/5 and 6/7; "{model}" in
 # a title is the classifier's name with its constructor arguments where it is smaller than the paper's; a key
@@ -146,4 +147,4 @@ def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, ste
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,6 +17,7 @@ from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
 from aaa_core.suite import SuiteConfig, evaluate_suite, split_checks
 from stages._common import enforce_checks, write_metrics
+from stages._cli import run
 
 
 def load_pipeline(spec: str):
@@ -44,7 +45,7 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
          metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    threat, budget = params.attack(dataset), params.suite_budget(dataset)
+    threat, budget = params.attack(dataset), params.section("suite", dataset)
     seed_everything(params.seed)
     data = load_prepared(data_path)
     model, clf_info, ae_info = load_pipeline(pipeline_spec)
@@ -78,11 +79,11 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
     metrics["masked_gradients"] = {"detected": bool(masking), "acknowledged": acknowledged,
                                    "details": [c.detail for c in masking]}
     if masking and acknowledged:
-        click.echo(f"MASKED GRADIENTS (acknowledged in params suite.{params.scale}.{dataset}.acknowledged_masking): "
+        click.echo(f"MASKED GRADIENTS (acknowledged in params suite.{dataset}.acknowledged_masking, scale {params.scale}): "
                    + "; ".join(c.detail for c in masking))
     enforce_checks(enforced, name)
     write_metrics(metrics, metrics_path, start)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,6 +12,7 @@ from aaa_core.data import test_subset
 from aaa_core.evaluate import eps_sweep
 from aaa_core.models import Defended
 from aaa_core.runtime import load_prepared, seed_everything
+from stages._cli import run
 
 
 @click.command()
@@ -31,10 +32,10 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tup
          metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    budget = params.budget(dataset)
+    budget = params.section("sweep", dataset)
     seed_everything(params.seed)
     data = load_prepared(data_path)
-    x, y = test_subset(data["x_test"], data["y_test"], budget.sweep_subset)
+    x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
     ae, ae_info = load_model(ae_path, kind="ae")
     classifier, clf_info = load_model(classifier_path, kind="classifier")
     models = {f"ae_{ae_info['meta']['loss']} + {clf_info['arch']}": Defended(ae, classifier).eval()}
@@ -43,14 +44,14 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tup
         models[f"{info['arch']} ({info['meta']['mode']})"] = model
     curves = {}
     for name, model in models.items():
-        curves[name] = eps_sweep(model, x, y, budget.sweep_eps, steps=budget.sweep_steps, seed=params.seed)
+        curves[name] = eps_sweep(model, x, y, budget.eps, steps=budget.steps, seed=params.seed)
         click.echo(f"{name}: " + ", ".join(f"{p['eps']:g}: {p['accuracy']:.3f}" for p in curves[name]))
     write_json({"dataset": dataset, "label": data["label"], "headline_loss": ae_info["meta"]["loss"],
                 "examples": len(x), "seed": params.seed,
-                "attack": {"norm": "linf", "steps": budget.sweep_steps, "alpha": "2.5 * eps / steps",
+                "attack": {"norm": "linf", "steps": budget.steps, "alpha": "2.5 * eps / steps",
                            "restarts": 1, "random_start": True, "loss": "ce"},
                 "curves": curves, "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aaa_core.attacks import PGDConfig, pgd
+from aaa_core.attacks import PGDConfig
 from aaa_core.checkpoints import load_model, save_model, write_json
 from aaa_core.config import AE_LOSSES, load_params
 from aaa_core.data import split_train_val
@@ -14,7 +14,8 @@ from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.losses import get_loss
 from aaa_core.models import Defended, ae_kwargs, build
 from aaa_core.runtime import Resume, load_prepared, seed_everything
-from aaa_core.training import TrainConfig, train_ae
+from aaa_core.training import TrainConfig, train_ae, training_attack
+from stages._cli import run
 
 
 @click.command()
@@ -32,27 +33,25 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
          metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    budget, threat = params.budget(dataset), params.attack(dataset)
+    split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
+    ae_cfg = params.section("ae", dataset)
     seed_everything(params.seed)
     data = load_prepared(data_path)
-    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=budget.train_subset,
-                                             val_size=budget.val_size, seed=params.seed)
+    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
+                                             val_size=split.val_size, seed=params.seed)
     classifiers = [load_model(p, kind="classifier")[0] for p in classifier_paths]
-    attack_cfg = PGDConfig(eps=threat.eps, alpha=budget.train_alpha, steps=budget.train_steps)
-    cfg = TrainConfig(epochs=budget.ae_epochs, batch_size=budget.batch_size, lr=budget.lr,
-                      lr_patience=budget.lr_patience, seed=params.seed, bf16=budget.train_bf16,
-                      epoch_images=budget.adv_epoch_images, augment=budget.augment)
-
-    def attack(model, xb, yb, generator, strength):
-        return pgd(model, xb, yb, eps=strength * attack_cfg.eps, alpha=strength * attack_cfg.alpha,
-                   steps=attack_cfg.steps, generator=generator)
-
-    arch_kwargs = ae_kwargs(dataset, budget)
+    attack_cfg = PGDConfig(eps=params.attack(dataset).eps, alpha=adv.alpha, steps=adv.steps)
+    # the same schedule as Madry training: epoch size, eps ramp, optimiser, precision
+    cfg = TrainConfig(epochs=adv.epochs, batch_size=train.batch_size, lr=train.lr,
+                      lr_patience=train.lr_patience, seed=params.seed, bf16=train.bf16,
+                      epoch_images=adv.epoch_images, eps_ramp=adv.eps_ramp, augment=train.augment)
+    attack = training_attack(attack_cfg)
+    arch_kwargs = ae_kwargs(dataset, ae_cfg)
     ae = build(dataset, "ae", **arch_kwargs)
     description = {"dataset": dataset, "loss": loss, "classifiers": [str(p) for p in classifier_paths],
                    "train": cfg.__dict__, "attack": attack_cfg.describe(), "n_train": len(x),
                    "arch_kwargs": arch_kwargs}
-    resume = Resume(out)
+    resume = Resume(out, inputs=[data_path, *classifier_paths])
     history = train_ae(ae, classifiers, get_loss(loss), x, y, x_val, y_val, cfg, attack=attack,
                        resume=resume.load(description, click.echo), save_state=resume.saver(description),
                        log=click.echo)
@@ -69,4 +68,4 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

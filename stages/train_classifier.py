@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from aaa_core.attacks import PGDConfig, pgd
+from aaa_core.attacks import PGDConfig
 from aaa_core.checkpoints import save_model, write_json
 from aaa_core.config import load_params
 from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.models import build
 from aaa_core.runtime import Resume, load_prepared, seed_everything
-from aaa_core.training import TrainConfig, train_classifier
+from aaa_core.training import TrainConfig, train_classifier, training_attack
 from aaa_core.data import split_train_val
+from stages._cli import run
 
 
 @click.command()
@@ -29,29 +30,27 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
          params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    budget, threat = params.budget(dataset), params.attack(dataset)
+    split, train = params.section("split", dataset), params.section("train", dataset)
     seed_everything(params.seed)
     data = load_prepared(data_path)
     adversarial = mode == "adversarial"
-    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"],
-                                             subset=budget.train_subset,
-                                             val_size=budget.val_size, seed=params.seed)
-    attack_cfg = PGDConfig(eps=threat.eps, alpha=budget.train_alpha, steps=budget.train_steps)
-    cfg = TrainConfig(epochs=budget.adv_epochs if adversarial else budget.classifier_epochs,
-                      batch_size=budget.batch_size, lr=budget.lr, lr_patience=budget.lr_patience,
-                      seed=params.seed, bf16=budget.train_bf16,
-                      epoch_images=budget.adv_epoch_images if adversarial else 0,
-                      eps_ramp=budget.adv_eps_ramp if adversarial else 0, augment=budget.augment)
-    attack = None
+    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
+                                             val_size=split.val_size, seed=params.seed)
+    attack_cfg = adv = None
     if adversarial:
-        def attack(model, xb, yb, generator, strength):
-            return pgd(model, xb, yb, eps=strength * attack_cfg.eps, alpha=strength * attack_cfg.alpha,
-                       steps=attack_cfg.steps, generator=generator)
-    arch_kwargs = budget.classifier_kwargs.get(arch, {})
+        adv = params.section("adversarial", dataset)
+        attack_cfg = PGDConfig(eps=params.attack(dataset).eps, alpha=adv.alpha, steps=adv.steps)
+    cfg = TrainConfig(epochs=(adv or params.section("classifier", dataset)).epochs,
+                      batch_size=train.batch_size, lr=train.lr, lr_patience=train.lr_patience,
+                      seed=params.seed, bf16=train.bf16,
+                      epoch_images=adv.epoch_images if adversarial else 0,
+                      eps_ramp=adv.eps_ramp if adversarial else 0, augment=train.augment)
+    attack = training_attack(attack_cfg) if adversarial else None
+    arch_kwargs = params.section("models", dataset).get(arch, {})
     model = build(dataset, arch, **arch_kwargs)
     description = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "mode": mode, "train": cfg.__dict__,
                    "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x)}
-    resume = Resume(out)
+    resume = Resume(out, inputs=[data_path])
     history = train_classifier(model, x, y, x_val, y_val, cfg, attack=attack,
                                resume=resume.load(description, click.echo),
                                save_state=resume.saver(description), log=click.echo)
@@ -70,4 +69,4 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,29 @@ def test_repository_params_load_at_every_scale(scale):
     raw = raw_params()
     raw["scale"] = scale
     params = parse_params(raw)
-    assert params.budget("mnist").batch_size > 0
+    assert params.section("train", "mnist").batch_size > 0
     assert params.attack("mnist").eps == 0.3
+
+
+def test_the_overlay_replaces_only_the_keys_it_names():
+    raw = raw_params()
+    raw["scale"] = "smoke"
+    smoke = parse_params(raw).section("evaluate", "mnist")
+    cpu = parse_params(raw_params()).section("evaluate", "mnist")
+    assert (cpu.subset, smoke.subset) == (500, 64)
+    assert smoke.restarts == cpu.restarts == 1 and smoke.sanity_eps == cpu.sanity_eps   # not in the overlay
+    assert parse_params(raw).section("models", "cifar10") == {"resnet": {"widen": 1, "units": 1},
+                                                               "vgg19": {"width_divisor": 16}}
 
 
 def test_unknown_key_is_named():
     raw = raw_params()
-    raw["scales"]["cpu"]["mnist"]["lr_patiance"] = 3
-    with pytest.raises(ParamsError, match=r"unknown key\(s\) scales.cpu.mnist.lr_patiance"):
+    raw["train"]["mnist"]["lr_patiance"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) train.mnist.lr_patiance"):
+        parse_params(raw)
+    raw = raw_params()
+    raw["scales"]["smoke"]["evaluate"]["mnist"]["subsett"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) scales.smoke.evaluate.mnist.subsett"):
         parse_params(raw)
 
 
@@ -34,8 +51,43 @@ def test_missing_and_mistyped_keys_are_named():
     with pytest.raises(ParamsError, match=r"missing key\(s\) threat.mnist.alpha"):
         parse_params(raw)
     raw = raw_params()
-    raw["scales"]["cpu"]["mnist"]["batch_size"] = "64"
-    with pytest.raises(ParamsError, match=r"scales.cpu.mnist.batch_size must be an integer"):
+    raw["train"]["mnist"]["batch_size"] = "64"
+    with pytest.raises(ParamsError, match=r"train.mnist.batch_size must be an integer"):
+        parse_params(raw)
+
+
+# Issue 14's table: each of these was accepted (or crashed without naming the key) before ranges existed.
+@pytest.mark.parametrize("path, value, message", [
+    ("threat.mnist.alpha", -0.01, r"threat.mnist.alpha = -0.01 is out of range: expected in \(0, 1\]"),
+    ("threat.mnist.eps", -0.3, r"threat.mnist.eps = -0.3 is out of range: expected in \(0, 1\]"),
+    ("threat.mnist.eps", 3.0, r"threat.mnist.eps = 3.0 is out of range: expected in \(0, 1\]"),
+    ("adversarial.mnist.epochs", -1, r"adversarial.mnist.epochs = -1 is out of range: expected >= 1"),
+    ("train.mnist.batch_size", 0, r"train.mnist.batch_size = 0 is out of range: expected >= 1"),
+    ("train.mnist.lr", -0.002, r"train.mnist.lr = -0.002 is out of range: expected > 0"),
+    ("threat.mnist.eval_steps", [], r"threat.mnist.eval_steps must be a non-empty list"),
+    ("split.mnist.val_size", 70000, r"split.mnist.val_size = 70000 is out of range \(scale cpu\): expected at most 59999"),
+    ("evaluate.mnist.subset", 20000, r"evaluate.mnist.subset = 20000 is out of range \(scale cpu\): expected at most 10000"),
+    ("adversarial.mnist.alpha", 0.0, r"adversarial.mnist.alpha = 0.0 is out of range"),
+    ("evaluate.mnist.sanity_max_acc", 1.5, r"evaluate.mnist.sanity_max_acc = 1.5 is out of range: expected in \[0, 1\]"),
+    ("suite.mnist.apgdt_targets", 12, r"suite.mnist.apgdt_targets = 12 is out of range: expected in \[1, 9\]"),
+    ("sweep.mnist.eps", [0.0, 1.5], r"sweep.mnist.eps\[1\] = 1.5 is out of range"),
+    ("scales.smoke.adversarial.mnist.steps", 0, r"scales.smoke.adversarial.mnist.steps = 0 is out of range"),
+])
+def test_out_of_range_values_are_refused_naming_key_value_and_range(path, value, message):
+    raw = raw_params()
+    *parents, leaf = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_a_bad_value_at_another_scale_is_caught_on_a_cpu_run():
+    raw = raw_params()
+    raw["scales"]["paper"]["evaluate"]["mnist"]["subset"] = -1
+    with pytest.raises(ParamsError, match=r"scales.paper.evaluate.mnist.subset = -1"):
         parse_params(raw)
 
 
@@ -50,10 +102,24 @@ def test_bad_choices_are_rejected(tmp_path):
         load_params(path)
 
 
-def test_optional_classifier_kwargs_default_to_the_papers_sizes():
+def test_a_stage_given_bad_params_prints_one_line_naming_the_key(tmp_path):
     raw = raw_params()
-    params = parse_params(raw)
-    assert params.budget("mnist").classifier_kwargs == {}
-    raw["scales"]["cpu"]["mnist"]["classifier_kwargs"] = {"dnn": {"width": "wide"}}
-    with pytest.raises(ParamsError, match=r"scales.cpu.mnist.classifier_kwargs.dnn.width must be an integer"):
+    raw["threat"]["mnist"]["alpha"] = -0.01
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    data = tmp_path / "mnist.pt"
+    data.write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "--dataset", "mnist", "--classifier", str(data),
+                           "--data", str(data), "--metrics", str(tmp_path / "m.json"), "--params", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {bad}: threat.mnist.alpha = -0.01 is out of range: expected in (0, 1]"]
+
+
+def test_classifier_kwargs_must_be_integers():
+    raw = raw_params()
+    assert parse_params(raw).section("models", "mnist") == {}
+    raw["models"]["mnist"] = {"dnn": {"width": "wide"}}
+    with pytest.raises(ParamsError, match=r"models.mnist.dnn.width must be an integer"):
         parse_params(raw)

@@ -35,11 +35,11 @@ def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[st
 REGISTRY, AUTOENCODERS, _AE_PARAMS = _discover()
 
 
-def ae_kwargs(dataset: str, budget) -> dict:
-    """The AE constructor's keyword arguments, read from a params budget (``AE_PARAMS`` of the dataset's module:
-    constructor argument -> params field)."""
+def ae_kwargs(dataset: str, config) -> dict:
+    """The AE constructor's keyword arguments, read from the ``ae.<dataset>`` params section (``AE_PARAMS`` of
+    the dataset's module: constructor argument -> field)."""
     _zoo(dataset)
-    return {arg: getattr(budget, field) for arg, field in _AE_PARAMS[dataset].items()}
+    return {arg: getattr(config, field) for arg, field in _AE_PARAMS[dataset].items()}
 
 
 def list_models(dataset: str) -> list[str]:

@@ -113,4 +113,4 @@ def resnet(widen: int = 10, units: int = 5) -> nn.Module:
 # tables name a model with its arguments, so a small one never passes for the paper's.
 CLASSIFIERS = {"resnet": resnet, "vgg19": vgg19, "dnn": dnn}
 AUTOENCODERS = {"ae": UNetAE}
-AE_PARAMS = {"width": "ae_width"}  # constructor argument -> params.yaml field
+AE_PARAMS = {"width": "width"}  # constructor argument -> field of params.yaml section ae.<dataset>

@@ -50,4 +50,4 @@ def fc() -> nn.Module:
 
 CLASSIFIERS = {"dnn": dnn, "fc": fc}
 AUTOENCODERS = {"ae": ConvAE}
-AE_PARAMS = {"width": "ae_width"}  # constructor argument -> params.yaml field
+AE_PARAMS = {"width": "width"}  # constructor argument -> field of params.yaml section ae.<dataset>

@@ -49,4 +49,4 @@ def fc() -> nn.Module:
 
 CLASSIFIERS = {"dnn": dnn, "fc": fc}
 AUTOENCODERS = {"ae": ConvAE}
-AE_PARAMS = {"latent_dim": "latent_dim"}  # constructor argument -> params.yaml field
+AE_PARAMS = {"latent_dim": "latent_dim"}  # constructor argument -> field of params.yaml section ae.<dataset>
