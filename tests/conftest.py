@@ -21,6 +21,14 @@ OFFLINE = ROOT / "data" / "offline"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def set_key(raw: dict, dotted: str, value) -> None:
+    """Set ``raw``'s value at a dotted params key such as ``threat.mnist.eps``."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        raw = raw[part]
+    raw[leaf] = value
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("RUN_SLOW") == "1":
         return

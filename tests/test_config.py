@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import set_key
+
 from aaa_core.config import SCALES, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,11 +77,7 @@ def test_missing_and_mistyped_keys_are_named():
 ])
 def test_out_of_range_values_are_refused_naming_key_value_and_range(path, value, message):
     raw = raw_params()
-    *parents, leaf = path.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
+    set_key(raw, path, value)
     with pytest.raises(ParamsError, match=message):
         parse_params(raw)
 

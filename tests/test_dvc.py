@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import set_key
 from dvc.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,11 +116,7 @@ def stale_after(repo: Path, key: str, value) -> set[str]:
     path = repo / "params.yaml"
     original = path.read_text()
     raw = yaml.safe_load(original)
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
+    set_key(raw, key, value)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     try:
         with Repo(str(repo)) as dvc_repo:   # in-process: a `dvc status` process per knob takes 15 s
