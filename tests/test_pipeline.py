@@ -19,7 +19,7 @@ from aaa_core.data import FASHION_MNIST_DEBIAN
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
-COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", "blackbox.yaml", ".dvcignore", ".gitignore"]
 # The offline copies `make data` puts in place (the tests never download). Where one is missing (a clone
 # that is not beside ../shared/data, a machine without apt-get), that dataset's stages are left out of the
 # default run and its test is skipped, saying why; MNIST is always required.
@@ -27,7 +27,7 @@ OFFLINE_CIFAR10 = ROOT / "data" / "offline" / "cifar10" / "cifar10-jpeg.tar.gz"
 AVAILABLE = {"mnist": True, "cifar10": OFFLINE_CIFAR10.is_file(), "fashion_mnist": FASHION_MNIST_DEBIAN.is_dir()}
 MISSING = {"cifar10": f"{OFFLINE_CIFAR10} missing: `make data` copies it where ../shared/data has it",
            "fashion_mnist": f"{FASHION_MNIST_DEBIAN} missing: `make data` installs it where apt-get works"}
-TARGETS = {"mnist": ["render_tables@mnist", "robustness@mnist-*", "summarize@mnist"],
+TARGETS = {"mnist": ["render_tables@mnist", "robustness@mnist-*", "summarize@mnist", "render_blackbox@mnist"],
            # CIFAR-10's whole DAG (its tables) is 6 of the default run's 14 minutes: one pipeline here, the
            # tables in the slow whole-DAG test
            "cifar10": ["evaluate_aaa@cifar10-ae_ce_mse-resnet"],

@@ -1,0 +1,96 @@
+"""render_blackbox: reports/blackbox.md, the AE trained with gradients, through queries only, and through a
+surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from aaa_core.checkpoints import atomic_path
+from aaa_core.errors import AAAError
+from aaa_core.stats import percent_with_interval
+from stages._cli import run
+
+ACCESS = {"gradient": "white-box (reference)", "query": "query-only: zeroth-order PGD and AE update",
+          "surrogate": "surrogate trained on the black box's labels"}
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AAAError(f"{path}: missing; run the train_ae_blackbox and robustness_blackbox stages") from None
+    except json.JSONDecodeError as err:
+        raise AAAError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from None
+
+
+def _attack(suite: dict, name: str) -> float:
+    for attack in suite["attacks"]:
+        if attack["name"] == name:
+            return attack["accuracy"]
+    raise AAAError(f"no attack {name!r} in the robustness metrics of {suite['name']}")
+
+
+def table(dataset: str, runs: dict[str, tuple[dict, dict]]) -> list[str]:
+    any_suite = next(iter(runs.values()))[1]
+    paper = sorted(a["settings"]["steps"] for a in any_suite["attacks"] if a["name"].endswith("-paper"))
+    n = any_suite["examples"]
+    head = (["AE trained", "queries / training image", "AE training (s)", "natural, full test set"]
+            + [f"PGD-{k} (paper)" for k in paper] + ["worst case (suite)", "masked gradients"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for access, (train, suite) in runs.items():
+        queries = train["queries"]
+        per_image = "-" if queries["per_training_image"] is None else f"{queries['per_training_image']:.0f}"
+        if queries["surrogate_labels"]:
+            per_image += f" (+{queries['surrogate_labels'] / train['n_train']:.2f} for the surrogate's labels)"
+        seconds = f"{train['ae_training_seconds']:.0f}"
+        if train.get("surrogate"):
+            seconds += f" (+{train['surrogate']['seconds']:.0f} surrogate)"
+        masked = suite["masked_gradients"]
+        row = [ACCESS[access], per_image, seconds, f"{100 * train['natural_test_accuracy']:.1f}"]
+        row += [percent_with_interval(_attack(suite, f"pgd{k}-paper"), n) for k in paper]
+        row += [percent_with_interval(suite["worst_case_accuracy"], n),
+                ("yes" + (" (acknowledged)" if masked["acknowledged"] else "")) if masked["detected"] else "no"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+@click.command()
+@click.option("--dataset", required=True)
+@click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="metrics/blackbox/<dataset>: train_<access>.json and robustness_<access>.json")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def main(dataset: str, metrics_dir: Path, out: Path) -> None:
+    runs = {a: (_read(metrics_dir / f"train_{a}.json"), _read(metrics_dir / f"robustness_{a}.json")) for a in ACCESS}
+    train, suite = runs["query"]
+    budget, attack = train["blackbox"], train["attack"]
+    per_epoch = (attack["steps"] + 1) * (budget["directions"] + 1)
+    settings = "; ".join(f"{a['name']}: " + ", ".join(f"{k} {v}" for k, v in a["settings"].items()
+                                                       if k not in ("eps", "norm", "examples", "seed"))
+                         for a in suite["attacks"])
+    lines = [
+        f"# {dataset}: AAA trained through a black box", "",
+        f"One AE ({train['loss']} loss) trained three ways against the frozen natural classifier "
+        f"`{train['classifier']}`, at one budget: {budget['epochs']} epochs of {budget['epoch_images']} images, "
+        f"batch {train['train']['batch_size']}, eps ramp over {budget['eps_ramp']} iterations, training attack "
+        f"PGD-{attack['steps']} at eps {attack['eps']}, step {attack['alpha']}. Query-only training sees only the "
+        f"classifier's {budget['output']}: every gradient through it is a random-direction zeroth-order estimate "
+        f"from {budget['directions']} queries per image (smoothing {budget['smoothing']}), so an epoch costs "
+        f"(steps + 1) x (directions + 1) = {per_epoch} queries per image; the measured count below also includes "
+        f"the validation passes. The surrogate ({budget['surrogate']}, its own weights) learns the black box's "
+        "labels, one query per training image, and the AE is then trained white-box against it.", "",
+        f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
+        f"attacker is not limited) by the adaptive suite on the first {suite['examples']} test images, seed "
+        f"{suite['seed']}, eps {attack['eps']}, float32. Accuracies in percent with 95% Wilson intervals over "
+        "the examples; overlapping intervals are a tie.", "",
+        *table(dataset, runs), "",
+        "The suite's attacks: " + settings + ".", "",
+    ]
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(lines))
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    run(main)
