@@ -21,15 +21,11 @@ training attack is PGD on the zeroth-order gradient, and the AE's cross-entropy 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from aaa_core.config import Count, ParamsError, Range, Size, _build
 from aaa_core.errors import AAAError
 
 Output = Literal["logits", "probs"]
@@ -154,41 +150,3 @@ def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Te
     """The black box's predicted class for every image (one query each): a surrogate's training labels."""
     return torch.cat([blackbox.query(xb).argmax(1) for xb in x.split(batch_size)])
 
-
-# ---- the black-box experiment's own knobs (blackbox.yaml, a DVC params file beside params.yaml) ----
-
-@dataclass(frozen=True)
-class BlackboxConfig:
-    """One AE training budget shared by the three ways of training it (gradient, query, surrogate); the
-    training attack's steps and step size are those of ``adversarial.<dataset>`` in params.yaml."""
-    epochs: Count
-    epoch_images: Size         # images drawn per epoch (0 = all)
-    eps_ramp: Size             # iterations over which the training eps grows from 0 (as in params.yaml)
-    directions: Count          # q: random directions per zeroth-order estimate (q queries per image)
-    smoothing: Annotated[float, Range(0, 1, lo_open=True)]   # mu: the finite difference's step, in pixels
-    output: str                # what the black box returns: logits or probs
-    surrogate: str             # the surrogate's architecture (the dataset's zoo), trained on the black box's labels
-
-
-def load_blackbox(path: str | Path, dataset: str, scale: str) -> BlackboxConfig:
-    """``<dataset>`` of the blackbox params file, with ``scales.<scale>.<dataset>`` laid over it, checked
-    like params.yaml (unknown, missing or out-of-range keys stop the stage naming the key)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"params file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"params file {path} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
-    try:
-        if not isinstance(raw, dict) or dataset not in raw:
-            raise ParamsError(f"params: no {dataset} section")
-        overlay = ((raw.get("scales") or {}).get(scale) or {}).get(dataset) or {}
-        merged = {**raw[dataset], **overlay}
-        names = {k: f"scales.{scale}.{dataset}.{k}" for k in overlay}
-        cfg = _build(BlackboxConfig, merged, dataset, names)
-        if cfg.output not in ("logits", "probs"):
-            raise ParamsError(f"params: {dataset}.output must be logits or probs, got {cfg.output!r}")
-        return cfg
-    except ParamsError as err:
-        raise ParamsError(f"{path}: {str(err).removeprefix('params: ')}") from None

@@ -9,21 +9,22 @@ Every query to the classifier is counted; the metrics give queries per training 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import click
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.blackbox import QueryOnly, ZeroOrder, blackbox_labels, load_blackbox
+from aaa_core.blackbox import QueryOnly, ZeroOrder, blackbox_labels
 from aaa_core.checkpoints import load_model, save_model, write_json
-from aaa_core.config import load_params
+from aaa_core.config import ParamsError, load_params
 from aaa_core.data import split_train_val
 from aaa_core.evaluate import correct_flags, predictions
 from aaa_core.losses import get_loss
-from aaa_core.models import Defended, ae_kwargs, build
+from aaa_core.models import Defended, ae_kwargs, build, is_autoencoder, list_models
 from aaa_core.runtime import Resume, load_prepared, seed_everything
-from aaa_core.training import TrainConfig, train_ae, train_classifier, training_attack
+from aaa_core.training import TrainConfig, pretrain_ae, train_ae, train_classifier, training_attack
 from stages._cli import run
 
 ACCESS = ("gradient", "query", "surrogate")
@@ -39,13 +40,14 @@ ACCESS = ("gradient", "query", "surrogate")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default="params.yaml", show_default=True)
-@click.option("--blackbox-params", "blackbox_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="blackbox.yaml", show_default=True)
 def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out: Path, metrics_path: Path,
-         params_path: Path, blackbox_path: Path) -> None:
+         params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    bb_cfg = load_blackbox(blackbox_path, dataset, params.scale)
+    bb_cfg = params.section("blackbox", dataset)
+    if bb_cfg.surrogate not in list_models(dataset) or is_autoencoder(dataset, bb_cfg.surrogate):
+        raise ParamsError(f"{params_path}: blackbox.{dataset}.surrogate = {bb_cfg.surrogate!r}: expected a classifier "
+                          f"of the {dataset} zoo")
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     seed_everything(params.seed)
     data = load_prepared(data_path)
@@ -85,6 +87,11 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out:
     arch_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     ae = build(dataset, "ae", **arch_kwargs)
     queries_before, ae_start = blackbox.queries, time.perf_counter()
+    warm = []
+    if bb_cfg.warm_epochs:
+        click.echo(f"warm start: {bb_cfg.warm_epochs} epoch(s) of clean reconstruction")
+        warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=bb_cfg.warm_epochs, eps_ramp=0),
+                           log=click.echo)
     resume = Resume(out, inputs=[data_path, classifier_path])
     history = train_ae(ae, [target], get_loss(params.loss), x, y, x_val, y_val, cfg,
                        attack=training_attack(attack_cfg), resume=resume.load(description, click.echo),
@@ -97,6 +104,7 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out:
     natural = correct_flags(Defended(ae, classifier), data["x_test"], data["y_test"]).float().mean().item()
     images = cfg.epochs * (cfg.epoch_images or len(x))
     write_json({**description, "label": data["label"], "natural_test_accuracy": natural, "history": history,
+                "warm_start_history": warm,
                 "surrogate": surrogate_info,
                 # a resumed run counts only the queries since it resumed
                 "queries": {"ae_training": ae_queries, "per_training_image": ae_queries / images if ae_queries is not None else None,

@@ -93,7 +93,7 @@ def committed_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcparams")
     for name in ("aaa_core", "stages", "paper"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", "blackbox.yaml"):
+    for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
     run(["git", "init", "-q"], repo)
     run([DVC, "init", "-q"], repo)
@@ -151,6 +151,7 @@ KNOBS = [
     ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
                                  "robustness_blackbox@mnist-*")),
     ("data.download", False, ("prepare_data@*",)),
+    ("blackbox.mnist.directions", 10, ("train_ae_blackbox@mnist-*",)),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
     ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*")),
    ]

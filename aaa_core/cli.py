@@ -1,0 +1,284 @@
+"""``aaa``: AAA for your own classifier and data, from the command line.
+
+    aaa fit --classifier my_models:net --weights net.pt --dataset folder:images/ --eps 0.03 --out ae.pt
+    aaa fit --classifier my_models:net --dataset mnist --access query --out ae_query.pt
+    aaa evaluate --classifier my_models:net --weights net.pt --ae ae.pt --dataset folder:images/ --metrics m.json
+
+``--dataset`` is mnist, fashion_mnist or cifar10 (the prepared file ``data/<dataset>/<dataset>.pt`` that
+``dvc repro prepare_data@<dataset>`` writes, or ``--data``), or ``folder:PATH``, an image-folder tree of
+your own. Defaults for the threat and the budget come from params.yaml's sections of a named dataset (at
+its ``scale``); a folder dataset needs ``--eps`` and takes the defaults shown by ``--help``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import torch
+
+from aaa_core import INPUT_SHAPES
+from aaa_core.attacks import PGDConfig
+from aaa_core.errors import AAAError
+
+ACCESS = ("gradient", "query")
+FOLDER = "folder:"
+# budget defaults for a folder dataset (a named dataset takes params.yaml's)
+FOLDER_DEFAULTS = {"epochs": 1, "epoch_images": 0, "steps": 10, "eps_ramp": 0, "batch_size": 64, "lr": 0.002,
+                   "val_fraction": 0.1, "eval_steps": [40], "subset": 200}
+
+
+def _params(path: Path | None):
+    from aaa_core.config import load_params
+
+    if path is None:
+        path = Path("params.yaml")
+        if not path.is_file():
+            return None
+    return load_params(path)
+
+
+def _dataset(name: str, data: Path | None, seed: int) -> dict:
+    from aaa_core.custom import load_folder_dataset
+    from aaa_core.runtime import load_prepared
+
+    if name.startswith(FOLDER):
+        return load_folder_dataset(name[len(FOLDER):], seed=seed)
+    if name not in INPUT_SHAPES:
+        raise click.BadParameter(f"{name!r}: expected one of {', '.join(INPUT_SHAPES)} or folder:PATH",
+                                 param_hint="--dataset")
+    path = data or Path("data") / name / f"{name}.pt"
+    if not path.is_file():
+        raise AAAError(f"{path}: missing; run `dvc repro prepare_data@{name}` first, or pass --data")
+    return load_prepared(path)
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+def _environment() -> dict:
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "device": "cpu", "python": platform.python_version(),
+            "command": " ".join(sys.argv)}
+
+
+class _Main(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AAAError as err:
+            raise click.ClickException(" ".join(str(err).split())) from None
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="aaa")
+def main() -> None:
+    """AAA (adversarially trained autoencoder augmentation) for your own classifier and data."""
+
+
+def _common(f):
+    options = [
+        click.option("--classifier", "classifier_spec", required=True,
+                     help="MODULE:FACTORY: a callable returning an nn.Module from [0, 1] images to logits "
+                          "(the current directory is importable)."),
+        click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="The classifier's state dict (loaded with weights_only=True)."),
+        click.option("--dataset", required=True, help="mnist, fashion_mnist, cifar10, or folder:PATH."),
+        click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="A prepared dataset file for a named dataset (default data/<dataset>/<dataset>.pt)."),
+        click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="params.yaml to take defaults from (default: ./params.yaml if present)."),
+        click.option("--eps", type=float, default=None, help="L-inf radius, pixels in [0, 1] (params: threat)."),
+        click.option("--seed", type=int, default=None, help="(params: seed; 0 without params)"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
+    from aaa_core.custom import check_classifier, load_classifier
+    from aaa_core.runtime import seed_everything
+
+    params = _params(params_path)
+    named = not dataset.startswith(FOLDER)
+    if named and params is None:
+        raise AAAError("a named dataset takes its defaults from params.yaml: run in the repository or pass --params")
+    seed = _pick(seed, params.seed if params else 0)
+    seed_everything(seed)
+    data_ = _dataset(dataset, data, seed)
+    shape = tuple(data_["x_train"].shape[1:])
+    classes = int(max(data_["y_train"].max(), data_["y_test"].max())) + 1
+    classifier = load_classifier(classifier_spec, weights)
+    check_classifier(classifier, shape, classes, f"--classifier {classifier_spec}")
+    if eps is None:
+        if not named:
+            raise click.BadParameter("a folder dataset needs --eps (e.g. 0.0313725490 for 8/255)", param_hint="--eps")
+        eps = params.attack(dataset).eps
+    if not 0 < eps <= 1:
+        raise click.BadParameter(f"{eps} is out of range: expected in (0, 1]", param_hint="--eps")
+    return params, named, seed, data_, shape, classifier, eps
+
+
+@main.command()
+@_common
+@click.option("--loss", type=click.Choice(["ce", "mse", "ce_mse"]), default=None, help="(params: loss)")
+@click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
+              help="gradient: white-box AAA; query: the classifier is only queried (zeroth-order gradients).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
+@click.option("--epoch-images", type=click.IntRange(0), default=None, help="images per epoch, 0 = all")
+@click.option("--steps", type=click.IntRange(1), default=None, help="PGD steps of the training attack (folder: 10)")
+@click.option("--alpha", type=float, default=None, help="PGD step of the training attack (folder: eps / 4)")
+@click.option("--eps-ramp", type=click.IntRange(0), default=None, help="iterations over which eps grows from 0")
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--directions", type=click.IntRange(1), default=None,
+              help="query access: random directions per zeroth-order gradient (params: blackbox; folder: 20)")
+@click.option("--smoothing", type=float, default=None, help="query access: finite-difference step (folder: 0.005)")
+@click.option("--output", "bb_output", type=click.Choice(["logits", "probs"]), default=None,
+              help="query access: what the classifier returns (default logits)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The AE checkpoint.")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Training metrics JSON (default: OUT with .json).")
+def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, access, epochs, epoch_images, steps,
+        alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, out, metrics_path):
+    """Train an AE in front of your frozen classifier (AAA)."""
+    from aaa_core.blackbox import QueryOnly, ZeroOrder
+    from aaa_core.checkpoints import write_json
+    from aaa_core.custom import build_ae, save_ae
+    from aaa_core.data import split_train_val
+    from aaa_core.evaluate import correct_flags
+    from aaa_core.losses import get_loss
+    from aaa_core.models import Defended
+    from aaa_core.training import TrainConfig, train_ae, training_attack
+
+    start = time.perf_counter()
+    params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
+                                                                params_path, eps, seed)
+    if named:
+        adv, train, split = (params.section(s, dataset) for s in ("adversarial", "train", "split"))
+        bb = params.resolved[params.scale]["blackbox"].get(dataset)
+        defaults = {"epochs": adv.epochs, "epoch_images": adv.epoch_images, "steps": adv.steps, "alpha": adv.alpha,
+                    "eps_ramp": adv.eps_ramp, "batch_size": train.batch_size, "lr": train.lr, "loss": params.loss,
+                    "directions": bb.directions if bb else 20, "smoothing": bb.smoothing if bb else 0.005}
+        val_size, zoo_kwargs = split.val_size, None
+        from aaa_core.models import ae_kwargs
+        zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
+    else:
+        defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005}
+        n = len(data_["x_train"])
+        val_size, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), None
+    loss = _pick(loss, defaults["loss"])
+    cfg = TrainConfig(epochs=_pick(epochs, defaults["epochs"]), batch_size=_pick(batch_size, defaults["batch_size"]),
+                      lr=_pick(lr, defaults["lr"]), lr_patience=5, seed=seed,
+                      epoch_images=_pick(epoch_images, defaults["epoch_images"]),
+                      eps_ramp=_pick(eps_ramp, defaults["eps_ramp"]))
+    attack_cfg = PGDConfig(eps=eps, alpha=_pick(alpha, defaults["alpha"]), steps=_pick(steps, defaults["steps"]))
+    (x, y), (x_val, y_val) = split_train_val(data_["x_train"], data_["y_train"], subset=0, val_size=val_size, seed=seed)
+    if cfg.epoch_images > len(x):
+        raise click.BadParameter(f"{cfg.epoch_images} is more than the {len(x)} training images",
+                                 param_hint="--epoch-images")
+    target, blackbox = classifier, None
+    if access == "query":
+        blackbox = QueryOnly(classifier, output=bb_output or "logits")
+        target = ZeroOrder(blackbox, directions=_pick(directions, defaults["directions"]),
+                           smoothing=_pick(smoothing, defaults["smoothing"]))
+    ae, arch, arch_kwargs = build_ae(dataset, shape, zoo_kwargs)
+    click.echo(f"{dataset}: {len(x)} training images {shape}, AE {arch}, loss {loss}, access {access}, "
+               f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)
+    history = train_ae(ae, [target], get_loss(loss), x, y, x_val, y_val, cfg, attack=training_attack(attack_cfg),
+                       log=lambda line: click.echo(line, err=True))
+    ae.eval()
+    images = cfg.epochs * (cfg.epoch_images or len(x))
+    description = {"dataset": dataset, "classifier": classifier_spec, "weights": str(weights) if weights else None,
+                   "loss": loss, "access": access, "train": asdict(cfg), "attack": attack_cfg.describe(),
+                   "n_train": len(x), "arch": arch, "arch_kwargs": arch_kwargs}
+    if blackbox is not None:
+        description["blackbox"] = {"directions": target.directions, "smoothing": target.smoothing,
+                                   "output": blackbox.output, "queries": blackbox.queries,
+                                   "queries_per_training_image": blackbox.queries / images}
+    save_ae(ae, out, dataset=dataset if named else "folder", arch=arch, arch_kwargs=arch_kwargs, input_shape=shape,
+            loss=loss, description=description)
+    natural = correct_flags(Defended(ae, classifier), data_["x_test"], data_["y_test"]).float().mean().item()
+    metrics = {**description, "natural_test_accuracy": natural, "n_test": len(data_["x_test"]), "history": history,
+               "environment": _environment(), "seconds": round(time.perf_counter() - start, 1)}
+    write_json(metrics, metrics_path or out.with_suffix(".json"))
+    click.echo(f"wrote {out}: natural accuracy of AE + classifier {natural:.2%} on {len(data_['x_test'])} test images"
+               + (f"; {blackbox.queries} queries ({blackbox.queries / images:.0f} per training image)"
+                  if blackbox is not None else ""))
+
+
+@main.command()
+@_common
+@click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The AE from `aaa fit`; omit to evaluate the classifier alone.")
+@click.option("--subset", type=click.IntRange(0), default=None, help="first test images attacked, 0 = all "
+              "(params: suite; folder: 200)")
+@click.option("--suite/--no-suite", default=True, show_default=True,
+              help="The adaptive-attack suite (worst case over white-box, query-only and transfer attacks).")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae_path, subset, suite, metrics_path):
+    """Natural accuracy, PGD (the paper's protocol) and the adaptive suite for AE + your classifier."""
+    from aaa_core.checkpoints import write_json
+    from aaa_core.custom import defend
+    from aaa_core.data import test_subset
+    from aaa_core.evaluate import predictions, robust_flags
+    from aaa_core.suite import SuiteConfig, evaluate_suite
+
+    start = time.perf_counter()
+    params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
+                                                                params_path, eps, seed)
+    model = defend(classifier, ae_path) if ae_path else classifier.eval()
+    if named:
+        threat, budget = params.attack(dataset), params.section("suite", dataset)
+        eval_steps, alpha = threat.eval_steps, threat.alpha
+        cfg = SuiteConfig(eps=eps, paper_alpha=alpha, paper_steps=eval_steps, pgd_steps=budget.pgd_steps,
+                          pgd_alpha=budget.pgd_alpha, pgd_restarts=budget.pgd_restarts, apgd_steps=budget.apgd_steps,
+                          apgdt_targets=budget.apgdt_targets, square_queries=budget.square_queries,
+                          transfer_steps=budget.transfer_steps, curve_eps=budget.curve_eps,
+                          curve_steps=budget.curve_steps, max_acc_at_high_eps=budget.max_acc_at_high_eps,
+                          masking_tolerance=budget.masking_tolerance, seed=seed)
+        n = _pick(subset, budget.subset)
+    else:
+        eval_steps, alpha = FOLDER_DEFAULTS["eval_steps"], eps / 4
+        classes = int(data_["y_test"].max()) + 1
+        cfg = SuiteConfig(eps=eps, paper_alpha=alpha, paper_steps=eval_steps, pgd_steps=50, pgd_alpha=eps / 8,
+                          pgd_restarts=2, apgd_steps=50, apgdt_targets=max(1, min(3, classes - 1)), square_queries=1000,
+                          transfer_steps=20, curve_eps=[0.0, eps / 2, eps, min(1.0, 2 * eps), 1.0], curve_steps=20,
+                          max_acc_at_high_eps=0.05, masking_tolerance=0.02, seed=seed)
+        n = _pick(subset, FOLDER_DEFAULTS["subset"])
+    x, y = test_subset(data_["x_test"], data_["y_test"], n)
+    natural_full = (predictions(model, data_["x_test"]) == data_["y_test"]).float().mean().item()
+    metrics = {"dataset": dataset, "label": data_["label"], "classifier": classifier_spec,
+               "weights": str(weights) if weights else None, "ae": str(ae_path) if ae_path else None,
+               "natural_accuracy_full_test": natural_full, "examples": len(x), "seed": seed, "precision": "float32"}
+    if suite:
+        sources = {"classifier": classifier} if ae_path else {}
+        report = evaluate_suite(model, x, y, cfg, transfer_sources=sources, log=lambda l: click.echo(l, err=True))
+        metrics.update(report.as_dict())
+        metrics["masked_gradients"] = {"detected": any(not c.passed for c in report.checks
+                                                       if c.name.startswith("no_masked_gradients"))}
+        summary = f"worst case {report.worst:.2%} over {len(report.results)} attacks"
+    else:
+        attack = PGDConfig(eps=eps, alpha=alpha, steps=max(eval_steps))
+        flags = robust_flags(model, x, y, attack, record_at=eval_steps, seed=seed)
+        metrics["robust_accuracy"] = {f"pgd{k}": flags[k].float().mean().item() for k in eval_steps}
+        metrics["attack"] = {**attack.describe(), "examples": len(x)}
+        summary = ", ".join(f"PGD-{k} {v:.2%}" for k, v in zip(eval_steps, metrics["robust_accuracy"].values()))
+    failed = [c for c in metrics.get("checks", []) if not c["passed"]]
+    metrics.update(sanity_passed=not failed, environment=_environment(),
+                   seconds=round(time.perf_counter() - start, 1))
+    write_json(metrics, metrics_path)
+    click.echo(f"wrote {metrics_path}: natural {natural_full:.2%} (full test set), on {len(x)}: {summary}")
+    for c in failed:
+        click.echo(f"WARNING: sanity check {c['name']} failed: {c['detail']}", err=True)
+    if failed:
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Query-only access: the wrapper lets no gradient through, the zeroth-order estimate is right on average,
+and AE training through a black box never differentiates through the classifier."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from aaa_core.blackbox import BlackBoxGradientError, QueryOnly, ZeroOrder, blackbox_labels, rge_vjp
+from aaa_core.losses import ce_mse
+from aaa_core.training import TrainConfig, train_ae, training_attack
+from aaa_core.attacks import PGDConfig
+
+
+class TripwireError(RuntimeError):
+    pass
+
+
+class _Tripwire(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise TripwireError("a gradient went through the classifier")
+
+
+class Tripwired(nn.Module):
+    """A classifier whose backward pass raises: any gradient taken through it fails the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.net(_Tripwire.apply(x))
+
+
+class TinyAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.Sigmoid(), nn.Unflatten(1, (1, 4, 4)))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_a_query_only_classifier_refuses_every_gradient_and_counts_queries():
+    box = QueryOnly(nn.Sequential(nn.Flatten(), nn.Linear(16, 10)))
+    x = torch.rand(5, 1, 4, 4, requires_grad=True)
+    out = box(x)
+    assert box.queries == 5 and out.shape == (5, 10)
+    with pytest.raises(BlackBoxGradientError):
+        out.sum().backward()
+    assert all(p.grad is None and not p.requires_grad for p in box.model.parameters())
+
+
+def test_probabilities_reach_the_loss_as_log_probabilities():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    x = torch.rand(3, 1, 4, 4)
+    logits, logp = QueryOnly(model)(x), QueryOnly(model, output="probs")(x)
+    assert torch.allclose(torch.log_softmax(logits, 1), logp, atol=1e-6)
+    with pytest.raises(ValueError):
+        QueryOnly(model, output="labels")
+
+
+def test_the_zeroth_order_estimate_matches_the_true_gradient_on_average():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3))   # smooth
+    u = torch.rand(2, 1, 3, 4)
+    w = torch.randn(2, 3)
+    leaf = u.clone().requires_grad_()
+    exact, = torch.autograd.grad((model(leaf) * w).sum(), leaf)
+    box = QueryOnly(model)
+    estimate = rge_vjp(box.query, u, box.query(u), w, directions=40000, smoothing=1e-3,
+                       generator=torch.Generator().manual_seed(1))
+    assert box.queries == 2 + 2 * 40000
+    error = (estimate - exact).norm() / exact.norm()
+    assert error < 0.1, f"relative error {error:.3f}"
+    # a single estimate from few directions is far noisier: the check above is not trivially met
+    few = rge_vjp(box.query, u, box.query(u), w, directions=2, smoothing=1e-3,
+                  generator=torch.Generator().manual_seed(2))
+    assert (few - exact).norm() / exact.norm() > 0.3
+
+
+def test_zero_order_gradients_flow_into_whatever_sits_before_the_black_box():
+    torch.manual_seed(0)
+    ae = TinyAE()
+    box = ZeroOrder(QueryOnly(Tripwired()), directions=4, smoothing=1e-3)
+    loss = nn.functional.cross_entropy(box(ae(torch.rand(6, 1, 4, 4))), torch.randint(10, (6,)))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.parameters())
+    assert box.queries == 6 * (1 + 4)
+
+
+def _train(classifier: nn.Module) -> TinyAE:
+    torch.manual_seed(0)
+    x, y = torch.rand(32, 1, 4, 4), torch.randint(10, (32,))
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, lr_patience=5, seed=0)
+    ae = TinyAE()
+    train_ae(ae, [classifier], ce_mse, x, y, x[:8], y[:8], cfg,
+             attack=training_attack(PGDConfig(eps=0.3, alpha=0.1, steps=2)), log=lambda _: None)
+    return ae
+
+
+def test_query_only_ae_training_never_backpropagates_through_the_classifier():
+    blackbox = QueryOnly(Tripwired())
+    before = [p.clone() for p in blackbox.model.parameters()]
+    ae_before = [p.clone() for p in TinyAE().parameters()]
+    ae = _train(ZeroOrder(blackbox, directions=3, smoothing=1e-3))
+    assert blackbox.queries > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, blackbox.model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(ae_before, ae.parameters()))   # the AE did learn
+
+
+def test_the_tripwire_catches_white_box_training():
+    # the control: the same training with gradients through the classifier trips it, so the test above can fail
+    with pytest.raises(TripwireError):
+        _train(Tripwired())
+
+
+def test_surrogate_labels_are_the_black_boxs_predictions_one_query_each():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    box = QueryOnly(model)
+    x = torch.rand(7, 1, 4, 4)
+    assert torch.equal(blackbox_labels(box, x, batch_size=3), model(x).argmax(1))
+    assert box.queries == 7
