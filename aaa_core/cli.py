@@ -11,7 +11,7 @@ its ``scale``); a folder dataset needs ``--eps`` and takes the defaults shown by
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import platform
 import sys
 import time
@@ -141,11 +141,13 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
 @click.option("--smoothing", type=float, default=None, help="query access: finite-difference step (folder: 0.005)")
 @click.option("--output", "bb_output", type=click.Choice(["logits", "probs"]), default=None,
               help="query access: what the classifier returns (default logits)")
+@click.option("--val-size", type=click.IntRange(1), default=None,
+              help="training images held out for validation (params: split; folder: 10%, at most 1000)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The AE checkpoint.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Training metrics JSON (default: OUT with .json).")
 def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, access, epochs, epoch_images, steps,
-        alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, out, metrics_path):
+        alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, val_size, out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
     from aaa_core.blackbox import QueryOnly, ZeroOrder
     from aaa_core.checkpoints import write_json
@@ -165,19 +167,23 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
         defaults = {"epochs": adv.epochs, "epoch_images": adv.epoch_images, "steps": adv.steps, "alpha": adv.alpha,
                     "eps_ramp": adv.eps_ramp, "batch_size": train.batch_size, "lr": train.lr, "loss": params.loss,
                     "directions": bb.directions if bb else 20, "smoothing": bb.smoothing if bb else 0.005}
-        val_size, zoo_kwargs = split.val_size, None
+        default_val, where = split.val_size, f"params split.{dataset}.val_size"
         from aaa_core.models import ae_kwargs
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
         defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005}
         n = len(data_["x_train"])
-        val_size, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), None
+        default_val, where, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), "10%", None
     loss = _pick(loss, defaults["loss"])
     cfg = TrainConfig(epochs=_pick(epochs, defaults["epochs"]), batch_size=_pick(batch_size, defaults["batch_size"]),
                       lr=_pick(lr, defaults["lr"]), lr_patience=5, seed=seed,
                       epoch_images=_pick(epoch_images, defaults["epoch_images"]),
                       eps_ramp=_pick(eps_ramp, defaults["eps_ramp"]))
     attack_cfg = PGDConfig(eps=eps, alpha=_pick(alpha, defaults["alpha"]), steps=_pick(steps, defaults["steps"]))
+    val_size = _pick(val_size, default_val)
+    if val_size >= len(data_["x_train"]):
+        raise click.BadParameter(f"{val_size} validation images ({where if val_size == default_val else 'given'}) "
+                                 f"leave none of the {len(data_['x_train'])} training images", param_hint="--val-size")
     (x, y), (x_val, y_val) = split_train_val(data_["x_train"], data_["y_train"], subset=0, val_size=val_size, seed=seed)
     if cfg.epoch_images > len(x):
         raise click.BadParameter(f"{cfg.epoch_images} is more than the {len(x)} training images",
@@ -196,7 +202,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
     images = cfg.epochs * (cfg.epoch_images or len(x))
     description = {"dataset": dataset, "classifier": classifier_spec, "weights": str(weights) if weights else None,
                    "loss": loss, "access": access, "train": asdict(cfg), "attack": attack_cfg.describe(),
-                   "n_train": len(x), "arch": arch, "arch_kwargs": arch_kwargs}
+                   "n_train": len(x), "n_val": len(x_val), "arch": arch, "arch_kwargs": arch_kwargs}
     if blackbox is not None:
         description["blackbox"] = {"directions": target.directions, "smoothing": target.smoothing,
                                    "output": blackbox.output, "queries": blackbox.queries,
@@ -220,14 +226,19 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
               "(params: suite; folder: 200)")
 @click.option("--suite/--no-suite", default=True, show_default=True,
               help="The adaptive-attack suite (worst case over white-box, query-only and transfer attacks).")
+@click.option("--pgd-steps", type=click.IntRange(1), default=None,
+              help="suite: steps of PGD with restarts (params: suite; folder: 50)")
+@click.option("--apgd-steps", type=click.IntRange(1), default=None, help="suite: APGD iterations (folder: 50)")
+@click.option("--square-queries", type=click.IntRange(1), default=None, help="suite: Square's queries (folder: 1000)")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae_path, subset, suite, metrics_path):
+def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae_path, subset, suite, pgd_steps,
+             apgd_steps, square_queries, metrics_path):
     """Natural accuracy, PGD (the paper's protocol) and the adaptive suite for AE + your classifier."""
     from aaa_core.checkpoints import write_json
     from aaa_core.custom import defend
     from aaa_core.data import test_subset
     from aaa_core.evaluate import predictions, robust_flags
-    from aaa_core.suite import SuiteConfig, evaluate_suite
+    from aaa_core.suite import SuiteConfig
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
@@ -251,6 +262,8 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
                           transfer_steps=20, curve_eps=[0.0, eps / 2, eps, min(1.0, 2 * eps), 1.0], curve_steps=20,
                           max_acc_at_high_eps=0.05, masking_tolerance=0.02, seed=seed)
         n = _pick(subset, FOLDER_DEFAULTS["subset"])
+    cfg = dataclasses.replace(cfg, pgd_steps=_pick(pgd_steps, cfg.pgd_steps), apgd_steps=_pick(apgd_steps, cfg.apgd_steps),
+                              square_queries=_pick(square_queries, cfg.square_queries))
     x, y = test_subset(data_["x_test"], data_["y_test"], n)
     natural_full = (predictions(model, data_["x_test"]) == data_["y_test"]).float().mean().item()
     metrics = {"dataset": dataset, "label": data_["label"], "classifier": classifier_spec,
@@ -258,8 +271,8 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
                "natural_accuracy_full_test": natural_full, "examples": len(x), "seed": seed, "precision": "float32"}
     if suite:
         sources = {"classifier": classifier} if ae_path else {}
-        report = evaluate_suite(model, x, y, cfg, transfer_sources=sources, log=lambda l: click.echo(l, err=True))
-        metrics.update(report.as_dict())
+        report, skipped = _suite(model, x, y, cfg, sources, int(data_["y_test"].max()) + 1)
+        metrics.update(report.as_dict(), skipped_attacks=skipped)
         metrics["masked_gradients"] = {"detected": any(not c.passed for c in report.checks
                                                        if c.name.startswith("no_masked_gradients"))}
         summary = f"worst case {report.worst:.2%} over {len(report.results)} attacks"
@@ -278,6 +291,29 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
         click.echo(f"WARNING: sanity check {c['name']} failed: {c['detail']}", err=True)
     if failed:
         raise SystemExit(2)
+
+
+def _suite(model, x, y, cfg, sources: dict, classes: int):
+    """``evaluate_suite``, leaving out APGD-T where there are fewer than 4 classes (its targeted DLR loss
+    reads the 3rd and 4th largest logits; AutoAttack has the same limit). Returns (report, {skipped: why})."""
+    from aaa_core.evaluate import noise_flags, predictions
+    from aaa_core.suite import SuiteReport, accuracy_curve, constant_output, evaluate_suite, run_suite, suite_checks
+
+    log = lambda line: click.echo(line, err=True)   # noqa: E731
+    if classes >= 4:
+        return evaluate_suite(model, x, y, cfg, transfer_sources=sources, log=log), {}
+    skipped = {"apgd-t": f"its targeted DLR loss needs at least 4 classes; this dataset has {classes}"}
+    names = ([f"pgd{k}-paper" for k in cfg.paper_steps]
+             + [f"pgd{cfg.pgd_steps}-{loss}-x{cfg.pgd_restarts}" for loss in ("ce", "margin")]
+             + ["apgd-ce", "square"] + [f"transfer-from-{name}" for name in sources])
+    pred = predictions(model, x)
+    natural = (pred == y).float().mean().item()
+    noise = noise_flags(model, x, y, cfg.eps, seed=cfg.seed).float().mean().item()
+    results = run_suite(model, x, y, cfg, transfer_sources=sources, attacks=names, log=log)
+    curve = accuracy_curve(model, x, y, cfg)
+    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y))
+    report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant)
+    return report, skipped
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""The `aaa` command on a classifier and data of the user's own: a torchvision model, an image folder."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from aaa_core.cli import main
+from aaa_core.custom import defend, load_ae, load_classifier, load_folder_dataset
+
+FACTORY = '''
+import torch
+import torchvision
+
+
+def net():
+    """A tiny torchvision ResNet-18 for 16x16 RGB images of 2 classes."""
+    return torchvision.models.resnet18(num_classes=2)
+'''
+
+
+def make_folder(root: Path, n: int = 10, size: int = 16) -> Path:
+    """Two classes a classifier can tell apart: dark and bright images with noise."""
+    gen = torch.Generator().manual_seed(0)
+    for label, (name, level) in enumerate((("dark", 0.25), ("bright", 0.75))):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = (level + 0.2 * torch.rand(size, size, 3, generator=gen) - 0.1).clamp(0, 1)
+            Image.fromarray((pixels * 255).byte().numpy(), "RGB").save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    make_folder(tmp_path / "images")
+    torch.manual_seed(0)
+    from my_models import net
+    torch.save(net().state_dict(), tmp_path / "net.pt")
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+FIT = ["fit", "--classifier", "my_models:net", "--weights", "net.pt", "--dataset", "folder:images", "--eps", "0.1",
+       "--epochs", "1", "--steps", "2", "--batch-size", "8"]
+
+
+def test_aaa_help_comes_from_the_installed_entry_point():
+    script = Path(sys.executable).parent / "aaa"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "fit" in out and "evaluate" in out
+
+
+def test_fit_then_evaluate_a_torchvision_model_on_an_image_folder(workspace):
+    result = invoke(*FIT, "--out", "ae.pt")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((workspace / "ae.json").read_text())
+    assert metrics["arch"] == "conv_ae" and metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 20
+    assert metrics["attack"]["eps"] == 0.1 and len(metrics["history"]) == 1
+    # the AE loads back in front of the user's classifier
+    model = defend(load_classifier("my_models:net", "net.pt"), workspace / "ae.pt")
+    assert model(torch.rand(3, 3, 16, 16)).shape == (3, 2)
+    result = invoke("evaluate", "--classifier", "my_models:net", "--weights", "net.pt", "--dataset", "folder:images",
+                    "--eps", "0.1", "--ae", "ae.pt", "--no-suite", "--metrics", "eval.json")
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((workspace / "eval.json").read_text())
+    assert set(evaluation["robust_accuracy"]) == {"pgd40"} and evaluation["examples"] == 4
+
+
+def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
+    result = invoke(*FIT, "--access", "query", "--directions", "2", "--out", "ae_q.pt")
+    assert result.exit_code == 0, result.output
+    box = json.loads((workspace / "ae_q.json").read_text())["blackbox"]
+    # per batch: 2 attack steps and the update, each 1 forward + 2 directions, then the validation pass
+    assert box["directions"] == 2 and box["queries"] > 0 and box["queries_per_training_image"] >= 9
+    ae, info = load_ae(workspace / "ae_q.pt")
+    assert info["meta"]["description"]["access"] == "query"
+
+
+def test_the_suite_runs_on_a_users_pipeline(workspace):
+    assert invoke(*FIT, "--out", "ae.pt").exit_code == 0
+    result = invoke("evaluate", "--classifier", "my_models:net", "--weights", "net.pt", "--dataset", "folder:images",
+                    "--eps", "0.1", "--ae", "ae.pt", "--subset", "4", "--pgd-steps", "5", "--apgd-steps", "5",
+                    "--square-queries", "20", "--metrics", "suite.json")
+    # an untrained classifier may fail a sanity check (exit 2): the metrics then say so
+    assert result.exit_code in (0, 2), result.output
+    suite = json.loads((workspace / "suite.json").read_text())
+    names = {a["name"] for a in suite["attacks"]}
+    assert {"apgd-ce", "square", "transfer-from-classifier"} <= names
+    # APGD-T's targeted DLR loss needs 4 classes: left out, saying why, instead of crashing
+    assert "apgd-t" not in names and "at least 4 classes" in suite["skipped_attacks"]["apgd-t"]
+    assert suite["sanity_passed"] == (result.exit_code == 0)
+    square = next(a for a in suite["attacks"] if a["name"] == "square")
+    assert square["settings"]["queries"] == 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classifier", "no_such_module:net"], "cannot import 'no_such_module'"),
+    (["--classifier", "my_models"], "expected MODULE:FACTORY"),
+    (["--classifier", "my_models:nope"], "has no attribute 'nope'"),
+])
+def test_a_bad_classifier_spec_is_one_line_naming_it(workspace, args, message):
+    result = invoke("fit", *args, "--dataset", "folder:images", "--eps", "0.1", "--out", "x.pt")
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (workspace / "x.pt").exists()
+
+
+def test_weights_that_do_not_fit_and_images_of_mixed_sizes_are_refused(workspace):
+    torch.save({"fc.weight": torch.zeros(3, 3)}, workspace / "bad.pt")
+    result = invoke("fit", "--classifier", "my_models:net", "--weights", "bad.pt", "--dataset", "folder:images",
+                    "--eps", "0.1", "--out", "x.pt")
+    assert result.exit_code == 1 and "bad.pt: does not fit my_models:net" in result.output
+    Image.new("RGB", (20, 16)).save(workspace / "images" / "dark" / "odd.png")
+    result = invoke(*FIT, "--out", "x.pt")
+    assert result.exit_code == 1 and "odd.png: 20x16 pixels, expected 16x16" in result.output
+
+
+def test_a_folder_with_train_and_test_splits_keeps_them(tmp_path):
+    make_folder(tmp_path / "d" / "train", n=3)
+    make_folder(tmp_path / "d" / "test", n=2)
+    data = load_folder_dataset(tmp_path / "d")
+    assert data["x_train"].shape == (6, 3, 16, 16) and data["x_test"].shape == (4, 3, 16, 16)
+    assert data["classes"] == ["bright", "dark"] and 0 <= data["x_train"].min() and data["x_train"].max() <= 1
+
+
+def test_a_named_dataset_takes_its_defaults_from_params_yaml(workspace):
+    from aaa_core.checkpoints import save_torch
+
+    (workspace / "mnist_models.py").write_text(
+        "import torch\n\ndef linear():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))\n")
+    gen = torch.Generator().manual_seed(0)
+    save_torch({"x_train": torch.randint(0, 256, (40, 1, 28, 28), generator=gen, dtype=torch.uint8),
+                "y_train": torch.arange(40) % 10, "x_test": torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),
+                "y_test": torch.arange(8) % 10, "dataset": "mnist", "label": "MNIST (test stand-in)",
+                "source": "test"}, workspace / "mnist.pt")
+    params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    result = invoke("fit", "--classifier", "mnist_models:linear", "--dataset", "mnist", "--data", "mnist.pt",
+                    "--params", params, "--epochs", "1", "--epoch-images", "16", "--steps", "1", "--out", "ae.pt")
+    # params.yaml's mnist split holds out 1,000 validation images: more than this stand-in has
+    assert result.exit_code == 2 and "params split.mnist.val_size" in result.output
+    result = invoke("fit", "--classifier", "mnist_models:linear", "--dataset", "mnist", "--data", "mnist.pt",
+                    "--params", params, "--epochs", "1", "--epoch-images", "16", "--steps", "1", "--val-size", "8",
+                    "--out", "ae.pt")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((workspace / "ae.json").read_text())
+    # eps, step and the AE come from params.yaml: the threat's eps, adversarial.mnist.alpha, the MNIST zoo AE
+    assert metrics["attack"]["eps"] == 0.3 and metrics["attack"]["alpha"] == 0.04 and metrics["arch"] == "ae"
+    assert metrics["loss"] == "ce_mse" and metrics["arch_kwargs"] == {"latent_dim": 128}
