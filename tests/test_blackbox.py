@@ -126,3 +126,27 @@ def test_surrogate_labels_are_the_black_boxs_predictions_one_query_each():
     x = torch.rand(7, 1, 4, 4)
     assert torch.equal(blackbox_labels(box, x, batch_size=3), model(x).argmax(1))
     assert box.queries == 7
+
+
+def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["blackbox"]["mnist"]["surrogate"] = "ae"      # an autoencoder is no classifier
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    dummy = tmp_path / "x.pt"
+    dummy.write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "stages.train_ae_blackbox", "--dataset", "mnist", "--access", "surrogate",
+                           "--classifier", str(dummy), "--data", str(dummy), "--out", str(tmp_path / "ae.pt"),
+                           "--metrics", str(tmp_path / "m.json"), "--params", str(bad)],
+                          cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {bad}: blackbox.mnist.surrogate = 'ae': expected a classifier of the mnist zoo"]
+    assert not (tmp_path / "ae.pt").exists()
