@@ -102,6 +102,7 @@ def _common(f):
 
 def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
     from aaa_core.custom import check_classifier, load_classifier
+    from aaa_core.evaluate import predictions
     from aaa_core.runtime import seed_everything
 
     params = _params(params_path)
@@ -112,9 +113,15 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
     seed_everything(seed)
     data_ = _dataset(dataset, data, seed)
     shape = tuple(data_["x_train"].shape[1:])
-    classes = int(max(data_["y_train"].max(), data_["y_test"].max())) + 1
+    classes = len(data_["classes"]) if "classes" in data_ else int(max(data_["y_train"].max(), data_["y_test"].max())) + 1
     classifier = load_classifier(classifier_spec, weights)
     check_classifier(classifier, shape, classes, f"--classifier {classifier_spec}")
+    bare = (predictions(classifier, data_["x_test"]) == data_["y_test"]).float().mean().item()
+    click.echo(f"the classifier alone: {bare:.2%} natural accuracy on {len(data_['x_test'])} test images", err=True)
+    if bare < 1.5 / classes:
+        click.echo(f"WARNING: that is near chance ({1 / classes:.0%}): are its weights loaded, and do its outputs "
+                   f"follow the class order {data_.get('classes', 'of the dataset')}?", err=True)
+    data_["classifier_natural_accuracy"], data_["n_classes"] = bare, classes
     if eps is None:
         if not named:
             raise click.BadParameter("a folder dataset needs --eps (e.g. 0.0313725490 for 8/255)", param_hint="--eps")
@@ -141,13 +148,16 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
 @click.option("--smoothing", type=float, default=None, help="query access: finite-difference step (folder: 0.005)")
 @click.option("--output", "bb_output", type=click.Choice(["logits", "probs"]), default=None,
               help="query access: what the classifier returns (default logits)")
+@click.option("--warm-epochs", type=click.IntRange(0), default=None,
+              help="epochs of clean reconstruction before adversarial training (query access: params blackbox / 1; "
+                   "gradient: 0)")
 @click.option("--val-size", type=click.IntRange(1), default=None,
               help="training images held out for validation (params: split; folder: 10%, at most 1000)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The AE checkpoint.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Training metrics JSON (default: OUT with .json).")
 def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, access, epochs, epoch_images, steps,
-        alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, val_size, out, metrics_path):
+        alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size, out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
     from aaa_core.blackbox import QueryOnly, ZeroOrder
     from aaa_core.checkpoints import write_json
@@ -156,7 +166,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
     from aaa_core.evaluate import correct_flags
     from aaa_core.losses import get_loss
     from aaa_core.models import Defended
-    from aaa_core.training import TrainConfig, train_ae, training_attack
+    from aaa_core.training import TrainConfig, pretrain_ae, train_ae, training_attack
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
@@ -166,19 +176,25 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
         bb = params.resolved[params.scale]["blackbox"].get(dataset)
         defaults = {"epochs": adv.epochs, "epoch_images": adv.epoch_images, "steps": adv.steps, "alpha": adv.alpha,
                     "eps_ramp": adv.eps_ramp, "batch_size": train.batch_size, "lr": train.lr, "loss": params.loss,
-                    "directions": bb.directions if bb else 20, "smoothing": bb.smoothing if bb else 0.005}
+                    "lr_patience": train.lr_patience, "bf16": train.bf16, "augment": train.augment,
+                    "directions": bb.directions if bb else 20, "smoothing": bb.smoothing if bb else 0.005,
+                    "output": bb.output if bb else "logits",
+                    "warm_epochs": bb.warm_epochs if bb and access == "query" else 0}
         default_val, where = split.val_size, f"params split.{dataset}.val_size"
         from aaa_core.models import ae_kwargs
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
-        defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005}
+        defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005,
+                    "output": "logits", "lr_patience": 5, "bf16": False, "augment": False,
+                    "warm_epochs": 1 if access == "query" else 0}
         n = len(data_["x_train"])
         default_val, where, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), "10%", None
     loss = _pick(loss, defaults["loss"])
     cfg = TrainConfig(epochs=_pick(epochs, defaults["epochs"]), batch_size=_pick(batch_size, defaults["batch_size"]),
-                      lr=_pick(lr, defaults["lr"]), lr_patience=5, seed=seed,
+                      lr=_pick(lr, defaults["lr"]), lr_patience=defaults["lr_patience"], seed=seed,
                       epoch_images=_pick(epoch_images, defaults["epoch_images"]),
-                      eps_ramp=_pick(eps_ramp, defaults["eps_ramp"]))
+                      eps_ramp=_pick(eps_ramp, defaults["eps_ramp"]), bf16=defaults["bf16"],
+                      augment=defaults["augment"])
     attack_cfg = PGDConfig(eps=eps, alpha=_pick(alpha, defaults["alpha"]), steps=_pick(steps, defaults["steps"]))
     val_size = _pick(val_size, default_val)
     if val_size >= len(data_["x_train"]):
@@ -190,12 +206,15 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
                                  param_hint="--epoch-images")
     target, blackbox = classifier, None
     if access == "query":
-        blackbox = QueryOnly(classifier, output=bb_output or "logits")
+        blackbox = QueryOnly(classifier, output=bb_output or defaults["output"])
         target = ZeroOrder(blackbox, directions=_pick(directions, defaults["directions"]),
                            smoothing=_pick(smoothing, defaults["smoothing"]))
     ae, arch, arch_kwargs = build_ae(dataset, shape, zoo_kwargs)
     click.echo(f"{dataset}: {len(x)} training images {shape}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)
+    warm_epochs = _pick(warm_epochs, defaults["warm_epochs"])
+    warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=warm_epochs, eps_ramp=0),
+                       log=lambda line: click.echo(line, err=True)) if warm_epochs else []
     history = train_ae(ae, [target], get_loss(loss), x, y, x_val, y_val, cfg, attack=training_attack(attack_cfg),
                        log=lambda line: click.echo(line, err=True))
     ae.eval()
@@ -210,7 +229,9 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
     save_ae(ae, out, dataset=dataset if named else "folder", arch=arch, arch_kwargs=arch_kwargs, input_shape=shape,
             loss=loss, description=description)
     natural = correct_flags(Defended(ae, classifier), data_["x_test"], data_["y_test"]).float().mean().item()
-    metrics = {**description, "natural_test_accuracy": natural, "n_test": len(data_["x_test"]), "history": history,
+    metrics = {**description, "natural_test_accuracy": natural, "n_test": len(data_["x_test"]),
+               "classifier_natural_test_accuracy": data_["classifier_natural_accuracy"], "warm_start_history": warm,
+               "history": history,
                "environment": _environment(), "seconds": round(time.perf_counter() - start, 1)}
     write_json(metrics, metrics_path or out.with_suffix(".json"))
     click.echo(f"wrote {out}: natural accuracy of AE + classifier {natural:.2%} on {len(data_['x_test'])} test images"
@@ -243,7 +264,7 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
                                                                 params_path, eps, seed)
-    model = defend(classifier, ae_path) if ae_path else classifier.eval()
+    model = defend(classifier, ae_path, shape) if ae_path else classifier.eval()
     if named:
         threat, budget = params.attack(dataset), params.section("suite", dataset)
         eval_steps, alpha = threat.eval_steps, threat.alpha
@@ -256,7 +277,7 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
         n = _pick(subset, budget.subset)
     else:
         eval_steps, alpha = FOLDER_DEFAULTS["eval_steps"], eps / 4
-        classes = int(data_["y_test"].max()) + 1
+        classes = data_["n_classes"]
         cfg = SuiteConfig(eps=eps, paper_alpha=alpha, paper_steps=eval_steps, pgd_steps=50, pgd_alpha=eps / 8,
                           pgd_restarts=2, apgd_steps=50, apgdt_targets=max(1, min(3, classes - 1)), square_queries=1000,
                           transfer_steps=20, curve_eps=[0.0, eps / 2, eps, min(1.0, 2 * eps), 1.0], curve_steps=20,
@@ -271,7 +292,7 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
                "natural_accuracy_full_test": natural_full, "examples": len(x), "seed": seed, "precision": "float32"}
     if suite:
         sources = {"classifier": classifier} if ae_path else {}
-        report, skipped = _suite(model, x, y, cfg, sources, int(data_["y_test"].max()) + 1)
+        report, skipped = _suite(model, x, y, cfg, sources, data_["n_classes"])
         metrics.update(report.as_dict(), skipped_attacks=skipped)
         metrics["masked_gradients"] = {"detected": any(not c.passed for c in report.checks
                                                        if c.name.startswith("no_masked_gradients"))}

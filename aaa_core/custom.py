@@ -102,8 +102,11 @@ def read_image_folder(path: str | Path, *, channels: int | None = None) -> tuple
     for f, label in files:
         try:
             with Image.open(f) as img:
+                if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                    raise DataFileError(f"{f}: a {img.mode} ({'16-bit' if img.mode.startswith('I') else 'float'}) "
+                                        "image; convert your images to 8 bits per channel")
                 if channels is None:
-                    channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+                    channels = 1 if img.mode in ("1", "L", "LA") else 3
                 img = img.convert("L" if channels == 1 else "RGB")
                 array = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
                 shape = (img.height, img.width, channels)
@@ -128,6 +131,12 @@ def load_folder_dataset(path: str | Path, *, seed: int = 0, test_fraction: float
         x_test, y_test, test_classes = read_image_folder(root / "test", channels=x.shape[1])
         if test_classes != classes:
             raise DataFileError(f"{root}/test: classes {test_classes} differ from {root}/train's {classes}")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataFileError(f"{root}/test: images of {tuple(x_test.shape[1:])}, expected {tuple(x.shape[1:])} "
+                                f"like {root}/train's")
+        # folders are read class by class: shuffle (seeded) so that the first n test images span the classes
+        order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(seed))
+        x_test, y_test = x_test[order], y_test[order]
     else:
         images, labels, classes = read_image_folder(root)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
@@ -194,11 +203,14 @@ def load_ae(path: str | Path) -> tuple[nn.Module, dict]:
     return ae.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
-def defend(classifier: nn.Module, ae_path: str | Path) -> nn.Module:
+def defend(classifier: nn.Module, ae_path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """Your classifier behind an AE trained by ``aaa fit``: one ``nn.Module`` from [0, 1] images to logits,
-    in eval mode. Refused, naming the file, when the AE was trained for images of another shape."""
+    in eval mode. With ``input_shape`` (C, H, W), refused, naming the file, when the AE was trained on images
+    of another shape; the classifier must map the AE's images to logits."""
     ae, info = load_ae(ae_path)
     shape = tuple(info["meta"].get("input_shape") or INPUT_SHAPES[info["dataset"]])
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise CheckpointError(f"{ae_path}: trained on images of shape {shape}, these have {tuple(input_shape)}")
     x = torch.zeros(2, *shape)
     with torch.no_grad():
         out = ae(x)

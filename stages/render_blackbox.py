@@ -1,4 +1,4 @@
-"""render_blackbox: reports/blackbox.md, the AE trained with gradients, through queries only, and through a
+"""render_blackbox: reports/blackbox_<dataset>.md, the AE trained with gradients, through queries only, and through a
 surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite."""
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from aaa_core.stats import percent_with_interval
 from stages._cli import run
 
 ACCESS = {"gradient": "white-box (reference)", "query": "query-only: zeroth-order PGD and AE update",
-          "surrogate": "surrogate trained on the black box's labels"}
+          "transfer": "query-only: PGD on a surrogate (transferred), zeroth-order AE update",
+          "surrogate": "white-box against a surrogate trained on the black box's labels"}
 
 
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise AAAError(f"{path}: missing; run the train_ae_blackbox and robustness_blackbox stages") from None
+        raise AAAError(f"{path}: missing; run the train_ae_blackbox(_transfer) and robustness_blackbox stages") from None
     except json.JSONDecodeError as err:
         raise AAAError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from None
 
@@ -36,19 +37,21 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]]) -> list[str]:
     any_suite = next(iter(runs.values()))[1]
     paper = sorted(a["settings"]["steps"] for a in any_suite["attacks"] if a["name"].endswith("-paper"))
     n = any_suite["examples"]
-    head = (["AE trained", "queries / training image", "AE training (s)", "natural, full test set"]
+    head = (["AE trained", "queries to the black box", "per training image", "AE training (s)", "natural, full test set"]
             + [f"PGD-{k} (paper)" for k in paper] + ["worst case (suite)", "masked gradients"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for access, (train, suite) in runs.items():
         queries = train["queries"]
+        total = (queries["ae_training"] or 0) + queries["surrogate_labels"]
+        parts = ([f"{queries['ae_training']:,} AE training"] if queries["ae_training"] else []) + \
+                ([f"{queries['surrogate_labels']:,} surrogate labels"] if queries["surrogate_labels"] else [])
+        spent = f"{total:,} ({', '.join(parts)})" if parts else "none (gradients)"
         per_image = "-" if queries["per_training_image"] is None else f"{queries['per_training_image']:.0f}"
-        if queries["surrogate_labels"]:
-            per_image += f" (+{queries['surrogate_labels'] / train['n_train']:.2f} for the surrogate's labels)"
         seconds = f"{train['ae_training_seconds']:.0f}"
         if train.get("surrogate"):
             seconds += f" (+{train['surrogate']['seconds']:.0f} surrogate)"
         masked = suite["masked_gradients"]
-        row = [ACCESS[access], per_image, seconds, f"{100 * train['natural_test_accuracy']:.1f}"]
+        row = [ACCESS[access], spent, per_image, seconds, f"{100 * train['natural_test_accuracy']:.1f}"]
         row += [percent_with_interval(_attack(suite, f"pgd{k}-paper"), n) for k in paper]
         row += [percent_with_interval(suite["worst_case_accuracy"], n),
                 ("yes" + (" (acknowledged)" if masked["acknowledged"] else "")) if masked["detected"] else "no"]
@@ -71,19 +74,24 @@ def main(dataset: str, metrics_dir: Path, out: Path) -> None:
                          for a in suite["attacks"])
     lines = [
         f"# {dataset}: AAA trained through a black box", "",
-        f"One AE ({train['loss']} loss) trained three ways against the frozen natural classifier "
+        f"One AE ({train['loss']} loss) trained four ways against the frozen natural classifier "
         f"`{train['classifier']}`, at one budget: {budget['epochs']} epochs of {budget['epoch_images']} images, "
         f"batch {train['train']['batch_size']}, eps ramp over {budget['eps_ramp']} iterations, training attack "
         f"PGD-{attack['steps']} at eps {attack['eps']}, step {attack['alpha']}. Query-only training sees only the "
         f"classifier's {budget['output']}: every gradient through it is a random-direction zeroth-order estimate "
         f"from {budget['directions']} queries per image (smoothing {budget['smoothing']}), so an epoch costs "
-        f"(steps + 1) x (directions + 1) = {per_epoch} queries per image; the measured count below also includes "
-        f"the validation passes. The surrogate ({budget['surrogate']}, its own weights) learns the black box's "
-        "labels, one query per training image, and the AE is then trained white-box against it.", "",
+        f"(steps + 1) x (directions + 1) = {per_epoch} queries per image. Measured counts below: \"per training image\" "
+        "is the AE training's queries over the images it trained on, so it includes the validation passes (the "
+        "validation set is attacked the same way each epoch) and excludes the surrogate's labels. The surrogate ({budget['surrogate']}, its own weights) learns the black box's "
+        "labels, one query per image of the training and validation split; the AE is then either trained white-box against it (the last "
+        "row), or, query-only again, attacked through AE + surrogate while its update still comes from "
+        "zeroth-order estimates through the black box (q + 1 queries per image and iteration). Every AE "
+        f"starts with {budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
         f"attacker is not limited) by the adaptive suite on the first {suite['examples']} test images, seed "
         f"{suite['seed']}, eps {attack['eps']}, float32. Accuracies in percent with 95% Wilson intervals over "
-        "the examples; overlapping intervals are a tie.", "",
+        "the examples; overlapping intervals are a tie (a conservative rule: a paired test on the same examples "
+        "may separate what it calls a tie). The natural accuracy is on the full test set.", "",
         *table(dataset, runs), "",
         "The suite's attacks: " + settings + ".", "",
     ]

@@ -81,7 +81,9 @@ def test_fit_then_evaluate_a_torchvision_model_on_an_image_folder(workspace):
 def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
     result = invoke(*FIT, "--access", "query", "--directions", "2", "--out", "ae_q.pt")
     assert result.exit_code == 0, result.output
-    box = json.loads((workspace / "ae_q.json").read_text())["blackbox"]
+    metrics = json.loads((workspace / "ae_q.json").read_text())
+    box = metrics["blackbox"]
+    assert len(metrics["warm_start_history"]) == 1        # query access starts with a clean reconstruction epoch
     # per batch: 2 attack steps and the update, each 1 forward + 2 directions, then the validation pass
     assert box["directions"] == 2 and box["queries"] > 0 and box["queries_per_training_image"] >= 9
     ae, info = load_ae(workspace / "ae_q.pt")
@@ -157,3 +159,17 @@ def test_a_named_dataset_takes_its_defaults_from_params_yaml(workspace):
     # eps, step and the AE come from params.yaml: the threat's eps, adversarial.mnist.alpha, the MNIST zoo AE
     assert metrics["attack"]["eps"] == 0.3 and metrics["attack"]["alpha"] == 0.04 and metrics["arch"] == "ae"
     assert metrics["loss"] == "ce_mse" and metrics["arch_kwargs"] == {"latent_dim": 128}
+
+
+def test_sixteen_bit_images_and_mismatched_test_images_are_refused(tmp_path):
+    from aaa_core.errors import DataFileError
+
+    make_folder(tmp_path / "a", n=2)
+    Image.fromarray(torch.full((16, 16), 30000, dtype=torch.int32).numpy().astype("uint16")).save(
+        tmp_path / "a" / "dark" / "deep.png")
+    with pytest.raises(DataFileError, match="deep.png: a I;16 .*convert your images to 8 bits"):
+        load_folder_dataset(tmp_path / "a")
+    make_folder(tmp_path / "b" / "train", n=2)
+    make_folder(tmp_path / "b" / "test", n=2, size=20)
+    with pytest.raises(DataFileError, match=r"b/test: images of \(3, 20, 20\), expected \(3, 16, 16\)"):
+        load_folder_dataset(tmp_path / "b")

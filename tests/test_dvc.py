@@ -131,7 +131,7 @@ def names(repo: Path, *patterns: str) -> set[str]:
 
 
 MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
-                  "train_ae_blackbox@mnist-*")
+                  "train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")
 
 
 KNOBS = [
@@ -139,11 +139,13 @@ KNOBS = [
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
     ("suite.mnist.subset", 50, ("robustness@mnist-*", "robustness_blackbox@mnist-*")),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
-    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogate
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*")),
+    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*",                 # and the black-box surrogates
+                                    "train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")),
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
+                                 "train_ae_blackbox_transfer@mnist")),
     ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
     ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
-                                   "train_ae_blackbox@mnist-*")),
+                                   "train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")),
     ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist")),
     ("train.mnist.lr", 0.001, MNIST_TRAINING),
     ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",)),
@@ -151,7 +153,7 @@ KNOBS = [
     ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
                                  "robustness_blackbox@mnist-*")),
     ("data.download", False, ("prepare_data@*",)),
-    ("blackbox.mnist.directions", 10, ("train_ae_blackbox@mnist-*",)),
+    ("blackbox.mnist.directions", 10, ("train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
     ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*")),
    ]
