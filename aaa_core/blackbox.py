@@ -21,12 +21,17 @@ training attack is PGD on the zeroth-order gradient, and the AE's cross-entropy 
 """
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
+import yaml
 from torch import Tensor, nn
 
+from aaa_core.config import Count, ParamsError, Range, Size, Step, _build
 from aaa_core.errors import AAAError
+from aaa_core.training import TrainConfig, _batched_mean, fit
 
 Output = Literal["logits", "probs"]
 
@@ -150,3 +155,70 @@ def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Te
     """The black box's predicted class for every image (one query each): a surrogate's training labels."""
     return torch.cat([blackbox.query(xb).argmax(1) for xb in x.split(batch_size)])
 
+
+
+def pretrain_ae(ae: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, **fit_kwargs) -> list[dict]:
+    """Warm start: ``cfg.epochs`` epochs of clean reconstruction (MSE to the input), no attack, no classifier.
+
+    What ZO-AE-DS does before its zeroth-order phase: an AE that already reconstructs hands the classifier
+    in-distribution images from the first adversarial iteration, instead of noise it answers at chance.
+    """
+    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
+        ae.train()
+        return nn.functional.mse_loss(ae(xb).float(), xb)
+
+    def val_loss(generator: torch.Generator) -> float:
+        def one(xb: Tensor, yb: Tensor) -> Tensor:
+            with torch.no_grad():
+                return nn.functional.mse_loss(ae.eval()(xb), xb)
+        return _batched_mean(one, x_val, torch.zeros(len(x_val), dtype=torch.long), cfg.batch_size)
+
+    labels = torch.zeros(len(x), dtype=torch.long)   # unused: reconstruction needs none
+    return fit(ae, step, val_loss, x, labels, cfg, **fit_kwargs)
+
+
+# ---- the black-box study's own knobs: blackbox.yaml, a DVC params file beside params.yaml ----
+
+OUTPUTS = ("logits", "probs")
+
+
+@dataclass(frozen=True)
+class BlackboxConfig:
+    """One AE training budget shared by the black-box study's four trainings; the training attack's steps
+    and step are params.yaml's ``adversarial.<dataset>``."""
+    epochs: Count
+    epoch_images: Size         # images drawn per epoch (0 = all)
+    eps_ramp: Size             # iterations over which the training eps grows linearly from 0
+    warm_epochs: Size          # epochs of clean reconstruction before adversarial training (0 = none)
+    directions: Count          # q: random directions per zeroth-order gradient (q queries per image)
+    smoothing: Step            # mu: the L2 length of each probe's perturbation
+    output: str                # what the black box returns: logits or probs
+    surrogate: str             # the surrogate's architecture (of the dataset's zoo)
+
+
+def load_blackbox(path: str | Path, dataset: str, scale: str) -> BlackboxConfig:
+    """``<dataset>`` of the blackbox params file with ``scales.<scale>.<dataset>`` laid over it, checked like
+    params.yaml: an unknown, missing, mistyped or out-of-range key stops the stage with one line naming it."""
+    from aaa_core.models import is_autoencoder, list_models
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"params file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"params file {path} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    try:
+        if not isinstance(raw, dict) or not isinstance(raw.get(dataset), dict):
+            raise ParamsError(f"params: no {dataset} section")
+        overlay = ((raw.get("scales") or {}).get(scale) or {}).get(dataset) or {}
+        names = {k: f"scales.{scale}.{dataset}.{k}" for k in overlay}
+        cfg = _build(BlackboxConfig, {**raw[dataset], **overlay}, dataset, names)
+        if cfg.output not in OUTPUTS:
+            raise ParamsError(f"params: {dataset}.output = {cfg.output!r}: expected one of {', '.join(OUTPUTS)}")
+        if cfg.surrogate not in list_models(dataset) or is_autoencoder(dataset, cfg.surrogate):
+            raise ParamsError(f"params: {dataset}.surrogate = {cfg.surrogate!r}: expected a classifier of the "
+                              f"{dataset} zoo")
+        return cfg
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {str(err).removeprefix('params: ')}") from None

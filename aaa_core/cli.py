@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import torch
+import yaml
 
 from aaa_core import INPUT_SHAPES
 from aaa_core.attacks import PGDConfig
@@ -40,6 +41,17 @@ def _params(path: Path | None):
         if not path.is_file():
             return None
     return load_params(path)
+
+
+def _blackbox_defaults(params_path: Path | None, dataset: str, scale: str):
+    """blackbox.yaml (beside params.yaml) for the query-only defaults of a named dataset, or None."""
+    from aaa_core.blackbox import load_blackbox
+
+    path = (params_path or Path("params.yaml")).with_name("blackbox.yaml")
+    if not path.is_file():
+        return None
+    raw = yaml.safe_load(path.read_text()) or {}
+    return load_blackbox(path, dataset, scale) if dataset in raw else None
 
 
 def _dataset(name: str, data: Path | None, seed: int) -> dict:
@@ -173,7 +185,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
                                                                 params_path, eps, seed)
     if named:
         adv, train, split = (params.section(s, dataset) for s in ("adversarial", "train", "split"))
-        bb = params.resolved[params.scale]["blackbox"].get(dataset)
+        bb = _blackbox_defaults(params_path, dataset, params.scale)
         defaults = {"epochs": adv.epochs, "epoch_images": adv.epoch_images, "steps": adv.steps, "alpha": adv.alpha,
                     "eps_ramp": adv.eps_ramp, "batch_size": train.batch_size, "lr": train.lr, "loss": params.loss,
                     "lr_patience": train.lr_patience, "bf16": train.bf16, "augment": train.augment,

@@ -2,7 +2,7 @@
 
 This is the only module that reads params.yaml. The file has one section per kind of stage (``split``,
 ``train``, ``classifier``, ``models``, ``adversarial``, ``ae``, ``evaluate``, ``sweep``,
-``suite``, ``knn``, ``blackbox``), each per dataset, holding the default (``cpu``) scale's values; ``scales.<scale>``
+``suite``, ``knn``), each per dataset, holding the default (``cpu``) scale's values; ``scales.<scale>``
 overlays the keys another scale changes. ``Params.section(name, dataset)`` gives the merged, validated
 values of the selected scale. Every scale is validated when the file is loaded, so a bad value at the
 paper scale is caught on a cpu run too. An unknown, missing, mistyped or out-of-range key stops the stage
@@ -153,28 +153,12 @@ class KNNConfig:
     bpda_tolerance: Fraction  # the BPDA attack may be weaker than the non-adaptive one by at most this
 
 
-@dataclass(frozen=True)
-class BlackboxConfig:
-    """The black-box experiment (stages train_ae_blackbox, robustness_blackbox): one AE budget shared by its
-    three trainings (gradient, query, surrogate); the training attack's steps and step are ``adversarial``'s."""
-    epochs: Count
-    epoch_images: Size         # images drawn per epoch (0 = all)
-    eps_ramp: Size             # iterations over which the training eps grows linearly from 0
-    warm_epochs: Size          # epochs of clean MSE reconstruction before adversarial training (0 = none)
-    directions: Count          # q: random directions per zeroth-order gradient estimate (q queries per image)
-    smoothing: Step            # mu: the finite difference's step, in pixels
-    output: str                # what the black box returns: logits or probs
-    surrogate: str             # the surrogate's architecture (of the dataset's zoo), trained on the black box's labels
-
-
-BLACKBOX_OUTPUTS = ("logits", "probs")
-
 ModelsConfig = dict[str, dict[str, Count]]   # classifier arch -> constructor arguments ({} = the paper's size)
 
 SECTIONS: dict[str, Any] = {
     "split": SplitConfig, "train": TrainConfig, "classifier": ClassifierConfig, "models": ModelsConfig,
     "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
-    "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig, "blackbox": BlackboxConfig,
+    "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig,
 }
 TOP_LEVEL = ("seed", "scale", "loss", "data", "threat", *SECTIONS, "scales")
 
@@ -345,13 +329,6 @@ def _check_sizes(resolved: dict, dataset: str, scale: str) -> None:
         bound("suite", "apgdt_targets", get("suite").apgdt_targets, n_classes - 1, "the other classes")
     if get("knn"):
         bound("knn", "k", get("knn").k, pool - split.val_size, "the latent bank's size")
-    blackbox = get("blackbox")
-    if blackbox:
-        bound("blackbox", "epoch_images", blackbox.epoch_images, pool - split.val_size,
-              "the training split after validation")
-        if blackbox.output not in BLACKBOX_OUTPUTS:
-            raise ParamsError(f"params: blackbox.{dataset}.output = {blackbox.output!r}{at}: expected one of "
-                              f"{', '.join(BLACKBOX_OUTPUTS)}")
 
 
 def parse_params(raw: Any) -> Params:

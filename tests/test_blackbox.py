@@ -136,17 +136,61 @@ def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path):
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["blackbox"]["mnist"]["surrogate"] = "ae"      # an autoencoder is no classifier
-    bad = tmp_path / "params.yaml"
+    raw = yaml.safe_load((root / "blackbox.yaml").read_text())
+    raw["mnist"]["surrogate"] = "ae"      # an autoencoder is no classifier
+    bad = tmp_path / "blackbox.yaml"
     bad.write_text(yaml.safe_dump(raw))
     dummy = tmp_path / "x.pt"
     dummy.write_bytes(b"")
     proc = subprocess.run([sys.executable, "-m", "stages.train_ae_blackbox", "--dataset", "mnist", "--access", "surrogate",
                            "--classifier", str(dummy), "--data", str(dummy), "--out", str(tmp_path / "ae.pt"),
-                           "--metrics", str(tmp_path / "m.json"), "--params", str(bad)],
+                           "--metrics", str(tmp_path / "m.json"), "--blackbox-params", str(bad)],
                           cwd=root, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: {bad}: blackbox.mnist.surrogate = 'ae': expected a classifier of the mnist zoo"]
+        f"error: {bad}: mnist.surrogate = 'ae': expected a classifier of the mnist zoo"]
     assert not (tmp_path / "ae.pt").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("directions", 0, r"blackbox.yaml: mnist.directions = 0 is out of range: expected >= 1"),
+    ("smoothing", 0.0, r"mnist.smoothing = 0.0 is out of range: expected in \(0, 1\]"),
+    ("output", "labels", r"mnist.output = 'labels': expected one of logits, probs"),
+    ("surrogate", "ae", r"mnist.surrogate = 'ae': expected a classifier of the mnist zoo"),
+    ("colour", 1, r"unknown key\(s\) mnist.colour"),
+])
+def test_a_bad_blackbox_param_is_one_line_naming_the_key(tmp_path, key, value, message):
+    import yaml
+
+    from aaa_core.blackbox import load_blackbox
+    from aaa_core.config import ParamsError
+    from pathlib import Path
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "blackbox.yaml").read_text())
+    raw["mnist"][key] = value
+    path = tmp_path / "blackbox.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=message):
+        load_blackbox(path, "mnist", "cpu")
+
+
+def test_the_smoke_overlay_replaces_only_its_keys():
+    from pathlib import Path
+
+    from aaa_core.blackbox import load_blackbox
+
+    path = Path(__file__).resolve().parents[1] / "blackbox.yaml"
+    cpu, smoke = load_blackbox(path, "mnist", "cpu"), load_blackbox(path, "mnist", "smoke")
+    assert (smoke.epochs, smoke.directions) == (1, 2) and smoke.smoothing == cpu.smoothing
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    from aaa_core.stats import percent_with_interval, wilson_interval
+
+    lo, hi = wilson_interval(77, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.6785, 0.8416)
+    assert wilson_interval(0, 100)[0] == 0.0 and wilson_interval(100, 100)[1] == 1.0
+    assert wilson_interval(0, 100)[1] > 0.03     # no failure observed is not a zero rate
+    assert percent_with_interval(0.77, 100) == "77.0 [67.8, 84.2]"
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)

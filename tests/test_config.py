@@ -74,11 +74,6 @@ def test_missing_and_mistyped_keys_are_named():
     ("suite.mnist.apgdt_targets", 12, r"suite.mnist.apgdt_targets = 12 is out of range: expected in \[1, 9\]"),
     ("sweep.mnist.eps", [0.0, 1.5], r"sweep.mnist.eps\[1\] = 1.5 is out of range"),
     ("scales.smoke.adversarial.mnist.steps", 0, r"scales.smoke.adversarial.mnist.steps = 0 is out of range"),
-    ("blackbox.mnist.directions", 0, r"blackbox.mnist.directions = 0 is out of range: expected >= 1"),
-    ("blackbox.mnist.smoothing", 0.0, r"blackbox.mnist.smoothing = 0.0 is out of range: expected in \(0, 1\]"),
-    ("blackbox.mnist.output", "labels", r"blackbox.mnist.output = 'labels' \(scale cpu\): expected one of logits, probs"),
-    ("blackbox.mnist.epoch_images", 60000, r"blackbox.mnist.epoch_images = 60000 is out of range \(scale cpu\): "
-                                           r"expected at most 59000"),
 ])
 def test_out_of_range_values_are_refused_naming_key_value_and_range(path, value, message):
     raw = raw_params()

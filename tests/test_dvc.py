@@ -93,7 +93,7 @@ def committed_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcparams")
     for name in ("aaa_core", "stages", "paper"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "blackbox.yaml"):
         shutil.copy(ROOT / name, repo / name)
     run(["git", "init", "-q"], repo)
     run([DVC, "init", "-q"], repo)
@@ -131,7 +131,7 @@ def names(repo: Path, *patterns: str) -> set[str]:
 
 
 MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
-                  "train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")
+                  "train_ae_blackbox@mnist-*")
 
 
 KNOBS = [
@@ -139,13 +139,11 @@ KNOBS = [
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
     ("suite.mnist.subset", 50, ("robustness@mnist-*", "robustness_blackbox@mnist-*")),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
-    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*",                 # and the black-box surrogates
-                                    "train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")),
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
-                                 "train_ae_blackbox_transfer@mnist")),
+    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*")),
     ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
     ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
-                                   "train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")),
+                                   "train_ae_blackbox@mnist-*")),
     ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist")),
     ("train.mnist.lr", 0.001, MNIST_TRAINING),
     ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",)),
@@ -153,7 +151,6 @@ KNOBS = [
     ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
                                  "robustness_blackbox@mnist-*")),
     ("data.download", False, ("prepare_data@*",)),
-    ("blackbox.mnist.directions", 10, ("train_ae_blackbox@mnist-*", "train_ae_blackbox_transfer@mnist")),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
     ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*")),
    ]
@@ -189,3 +186,15 @@ def test_a_knob_makes_exactly_its_readers_stale(committed_repo, key, value, read
     two in the default run, every knob with RUN_SLOW=1)."""
     expected = names(committed_repo, *readers) if readers else set()
     assert stale_after(committed_repo, key, value) == expected
+
+
+def test_the_black_box_stages_track_their_own_params_file():
+    """blackbox.yaml's section (and its scale overlay) is read by the black-box training stages and nothing else."""
+    with Repo(str(ROOT)) as repo:
+        readers = {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
+                                                               and dep.def_path.endswith("blackbox.yaml")
+                                                               for key in dep.params)
+                   for stage in repo.index.stages}
+    assert {name: keys for name, keys in readers.items() if keys} == {
+        f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"]
+        for access in ("gradient", "query", "transfer", "surrogate")}

@@ -19,7 +19,7 @@ from aaa_core.data import FASHION_MNIST_DEBIAN
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
-COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", "blackbox.yaml", ".dvcignore", ".gitignore"]
 # The offline copies `make data` puts in place (the tests never download). Where one is missing (a clone
 # that is not beside ../shared/data, a machine without apt-get), that dataset's stages are left out of the
 # default run and its test is skipped, saying why; MNIST is always required.
