@@ -194,3 +194,35 @@ def test_wilson_interval_matches_the_textbook_values():
     assert percent_with_interval(0.77, 100) == "77.0 [67.8, 84.2]"
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
+
+
+def test_the_report_fills_in_every_placeholder(tmp_path):
+    """The black-box report from a minimal set of metrics: every number filled in, no template left over."""
+    import json
+
+    from click.testing import CliRunner
+
+    from stages.render_blackbox import ACCESS, main
+
+    attacks = [{"name": n, "kind": "white-box", "accuracy": 0.5, "settings": {"steps": s}}
+               for n, s in (("pgd40-paper", 40), ("pgd200-paper", 200))]
+    for access in ACCESS:
+        queries = None if access in ("gradient", "surrogate") else 3000
+        train = {"loss": "ce_mse", "classifier": "models/mnist/dnn.pt", "n_train": 100, "natural_test_accuracy": 0.9,
+                 "train": {"batch_size": 64}, "attack": {"steps": 10, "eps": 0.3, "alpha": 0.04},
+                 "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "directions": 20,
+                              "smoothing": 0.005, "output": "logits", "surrogate": "dnn"},
+                 "queries": {"ae_training": queries, "per_training_image": queries and queries / 100,
+                             "surrogate_labels": 110 if access in ("transfer", "surrogate") else 0},
+                 "ae_training_seconds": 3.0,
+                 "surrogate": {"seconds": 1.0} if access in ("transfer", "surrogate") else None}
+        suite = {"name": access, "examples": 10, "seed": 0, "attacks": attacks, "worst_case_accuracy": 0.4,
+                 "masked_gradients": {"detected": False, "acknowledged": False}}
+        (tmp_path / f"train_{access}.json").write_text(json.dumps(train))
+        (tmp_path / f"robustness_{access}.json").write_text(json.dumps(suite))
+    result = CliRunner().invoke(main, ["--dataset", "mnist", "--metrics-dir", str(tmp_path), "--out",
+                                       str(tmp_path / "out.md")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out.md").read_text()
+    assert "{" not in text and "231 queries per image" in text and "The surrogate (dnn, its own weights)" in text
+    assert "40.0 [16.8, 68.7]" in text     # the worst case with its Wilson interval over 10 examples
