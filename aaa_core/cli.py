@@ -171,14 +171,14 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
 def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, access, epochs, epoch_images, steps,
         alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size, out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
-    from aaa_core.blackbox import QueryOnly, ZeroOrder
+    from aaa_core.blackbox import QueryOnly, ZeroOrder, pretrain_ae
     from aaa_core.checkpoints import write_json
     from aaa_core.custom import build_ae, save_ae
     from aaa_core.data import split_train_val
     from aaa_core.evaluate import correct_flags
     from aaa_core.losses import get_loss
     from aaa_core.models import Defended
-    from aaa_core.training import TrainConfig, pretrain_ae, train_ae, training_attack
+    from aaa_core.training import TrainConfig, train_ae, training_attack
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
