@@ -25,6 +25,7 @@ import yaml
 from aaa_core import INPUT_SHAPES
 from aaa_core.attacks import PGDConfig
 from aaa_core.errors import AAAError
+from aaa_core.stats import percent_with_interval, wilson_interval
 
 ACCESS = ("gradient", "query")
 FOLDER = "folder:"
@@ -246,7 +247,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
                "history": history,
                "environment": _environment(), "seconds": round(time.perf_counter() - start, 1)}
     write_json(metrics, metrics_path or out.with_suffix(".json"))
-    click.echo(f"wrote {out}: natural accuracy of AE + classifier {natural:.2%} on {len(data_['x_test'])} test images"
+    click.echo(f"wrote {out}: natural accuracy of AE + classifier {percent_with_interval(natural, len(data_['x_test']))}% "
+               f"(95% Wilson interval) on {len(data_['x_test'])} test images"
                + (f"; {blackbox.queries} queries ({blackbox.queries / images:.0f} per training image)"
                   if blackbox is not None else ""))
 
@@ -308,18 +310,24 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
         metrics.update(report.as_dict(), skipped_attacks=skipped)
         metrics["masked_gradients"] = {"detected": any(not c.passed for c in report.checks
                                                        if c.name.startswith("no_masked_gradients"))}
-        summary = f"worst case {report.worst:.2%} over {len(report.results)} attacks"
+        summary = f"worst case {percent_with_interval(report.worst, len(x))} over {len(report.results)} attacks"
+        metrics["wilson_95"] = {"worst_case": wilson_interval(round(report.worst * len(x)), len(x)),
+                                **{r.name: wilson_interval(int(r.flags.sum()), len(x)) for r in report.results}}
     else:
         attack = PGDConfig(eps=eps, alpha=alpha, steps=max(eval_steps))
         flags = robust_flags(model, x, y, attack, record_at=eval_steps, seed=seed)
         metrics["robust_accuracy"] = {f"pgd{k}": flags[k].float().mean().item() for k in eval_steps}
         metrics["attack"] = {**attack.describe(), "examples": len(x)}
-        summary = ", ".join(f"PGD-{k} {v:.2%}" for k, v in zip(eval_steps, metrics["robust_accuracy"].values()))
+        summary = ", ".join(f"PGD-{k} {percent_with_interval(v, len(x))}"
+                            for k, v in zip(eval_steps, metrics["robust_accuracy"].values()))
+        metrics["wilson_95"] = {f"pgd{k}": wilson_interval(int(flags[k].sum()), len(x)) for k in eval_steps}
     failed = [c for c in metrics.get("checks", []) if not c["passed"]]
     metrics.update(sanity_passed=not failed, environment=_environment(),
                    seconds=round(time.perf_counter() - start, 1))
     write_json(metrics, metrics_path)
-    click.echo(f"wrote {metrics_path}: natural {natural_full:.2%} (full test set), on {len(x)}: {summary}")
+    n_test = len(data_["x_test"])
+    click.echo(f"wrote {metrics_path}: natural {percent_with_interval(natural_full, n_test)} (all {n_test} test images), "
+               f"on the first {len(x)}: {summary} (%, 95% Wilson intervals)")
     for c in failed:
         click.echo(f"WARNING: sanity check {c['name']} failed: {c['detail']}", err=True)
     if failed:

@@ -76,6 +76,9 @@ def test_fit_then_evaluate_a_torchvision_model_on_an_image_folder(workspace):
     assert result.exit_code == 0, result.output
     evaluation = json.loads((workspace / "eval.json").read_text())
     assert set(evaluation["robust_accuracy"]) == {"pgd40"} and evaluation["examples"] == 4
+    # every printed accuracy carries its interval, and the JSON keeps the bounds
+    lo, hi = evaluation["wilson_95"]["pgd40"]
+    assert 0 <= lo <= evaluation["robust_accuracy"]["pgd40"] <= hi <= 1 and "95% Wilson" in result.output
 
 
 def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
