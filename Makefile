@@ -57,3 +57,4 @@ test-slow: setup data
 
 bench: setup data
 	$(BIN)/python benchmarks/pgd_throughput.py
+	$(BIN)/python benchmarks/zo_throughput.py
