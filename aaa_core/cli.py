@@ -178,7 +178,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
     from aaa_core.data import split_train_val
     from aaa_core.evaluate import correct_flags
     from aaa_core.losses import get_loss
-    from aaa_core.models import Defended
+    from aaa_core.models import Defended, ae_kwargs
     from aaa_core.training import TrainConfig, train_ae, training_attack
 
     start = time.perf_counter()
@@ -194,7 +194,6 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
                     "output": bb.output if bb else "logits",
                     "warm_epochs": bb.warm_epochs if bb and access == "query" else 0}
         default_val, where = split.val_size, f"params split.{dataset}.val_size"
-        from aaa_core.models import ae_kwargs
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
         defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005,

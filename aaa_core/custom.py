@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core import INPUT_SHAPES
-from aaa_core.checkpoints import REDO, load_model, load_torch, save_torch, weights_sha256
+from aaa_core.checkpoints import REDO, _check_description, _rebuild, load_torch, save_torch, weights_sha256
 from aaa_core.errors import AAAError, CheckpointError, DataFileError
 from aaa_core.models import Defended
 from aaa_core.models.compose import EncoderDecoder
@@ -69,17 +69,18 @@ def load_classifier(spec: str, weights: str | Path | None = None) -> nn.Module:
     return model.eval()
 
 
-def check_classifier(model: nn.Module, shape: tuple[int, ...], classes: int, name: str) -> None:
-    """A zero batch of ``shape`` images must come out as (N, classes) logits."""
+def check_classifier(model: nn.Module, shape: tuple[int, ...], classes: int | None, name: str) -> None:
+    """A zero batch of ``shape`` images must come out as (N, classes) logits (any number of them for
+    ``classes=None``)."""
     x = torch.zeros(2, *shape)
     try:
         with torch.no_grad():
             got = tuple(model(x).shape)
     except Exception as err:  # any failure of a user's model on these images means the same to the user
         got = f"an error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    if got != (2, classes):
-        raise UserInputError(f"{name}: maps images of shape {tuple(x.shape)} to {got}, expected (2, {classes}) "
-                             "logits")
+    if isinstance(got, str) or len(got) != 2 or got[0] != 2 or (classes is not None and got[1] != classes):
+        raise UserInputError(f"{name}: maps images of shape {tuple(x.shape)} to {got}, expected "
+                             f"(2, {classes or 'classes'}) logits")
 
 
 # ---- your data ----
@@ -190,16 +191,19 @@ def save_ae(ae: nn.Module, path: str | Path, *, dataset: str, arch: str, arch_kw
 
 
 def load_ae(path: str | Path) -> tuple[nn.Module, dict]:
-    """An AE written by ``aaa fit`` (or a stage), in eval mode, with its description."""
-    ckpt = load_torch(path, what="AE checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "ae":
-        raise CheckpointError(f"{path}: not an AE checkpoint; {REDO}")
-    if ckpt.get("arch") != GENERIC:
-        return load_model(path, kind="ae")
-    if weights_sha256(ckpt["state_dict"]) != ckpt.get("weights_sha256"):
-        raise CheckpointError(f"{path}: its weights do not match the sha256 recorded beside them; {REDO}")
-    ae = ConvAE(**ckpt["arch_kwargs"])
-    ae.load_state_dict(ckpt["state_dict"])
+    """An AE written by ``aaa fit`` (or a stage), in eval mode, with its description: the checks of
+    ``load_model`` (kind, weights' sha256), then the registry's AE or, for a folder dataset, ``ConvAE``."""
+    path = Path(path)
+    ckpt = load_torch(path, what="model checkpoint")
+    _check_description(path, ckpt, "ae", None)
+    if ckpt["arch"] == GENERIC:
+        ae = ConvAE(**ckpt["arch_kwargs"])
+        try:
+            ae.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: its weights do not fit {GENERIC} with {ckpt['arch_kwargs']}; {REDO}") from err
+    else:
+        ae = _rebuild(path, ckpt)
     return ae.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
@@ -216,10 +220,5 @@ def defend(classifier: nn.Module, ae_path: str | Path, input_shape: tuple[int, .
         out = ae(x)
     if tuple(out.shape) != tuple(x.shape):
         raise CheckpointError(f"{ae_path}: maps {tuple(x.shape)} to {tuple(out.shape)}")
-    check_classifier(classifier, shape, _classes(classifier, shape), f"the classifier behind {ae_path}")
+    check_classifier(classifier, shape, None, f"the classifier behind {ae_path}")
     return Defended(ae, classifier).eval()
-
-
-def _classes(model: nn.Module, shape: tuple[int, ...]) -> int:
-    with torch.no_grad():
-        return int(model(torch.zeros(1, *shape)).shape[-1])

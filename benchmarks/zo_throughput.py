@@ -9,23 +9,13 @@ Run: `.venv/bin/python benchmarks/zo_throughput.py`.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from pgd_throughput import rate   # the same best-of-repeats timing (this script's folder is on sys.path)
 
 from aaa_core.attacks import pgd
 from aaa_core.blackbox import QueryOnly, ZeroOrder
 from aaa_core.models import Defended, build
-
-
-def seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -44,17 +34,16 @@ def main() -> None:
         return lambda: pgd(model, x, y, eps=0.3, alpha=0.04, steps=args.steps,
                            generator=torch.Generator().manual_seed(0))
 
-    white = seconds(attack(Defended(ae, dnn).eval()), args.repeats)
-    work = args.batch * args.steps
+    white = rate(attack(Defended(ae, dnn).eval()), args.batch, args.steps, args.repeats)
     print(f"threads {torch.get_num_threads()}, batch {args.batch}, PGD-{args.steps}")
-    print(f"{'white-box PGD':28s} {work / white:9.0f} image-steps/s   1.00x")
+    print(f"{'white-box PGD':28s} {white:9.0f} image-steps/s   1.00x")
     for q in args.directions:
         box = QueryOnly(dnn)
         model = Defended(ae, ZeroOrder(box, directions=q, smoothing=0.005)).eval()
-        t = seconds(attack(model), args.repeats)
-        per_run = box.queries / (args.repeats + 1)
-        print(f"{f'zeroth-order PGD, q={q}':28s} {work / t:9.0f} image-steps/s   {white / t:.3f}x   "
-              f"{per_run / t:8.0f} queries/s   {per_run / args.batch:.0f} queries per image")
+        zo = rate(attack(model), args.batch, args.steps, args.repeats)
+        per_image = box.queries / (args.repeats + 1) / args.batch    # rate runs a warm-up, then the repeats
+        print(f"{f'zeroth-order PGD, q={q}':28s} {zo:9.0f} image-steps/s   {zo / white:.3f}x   "
+              f"{per_image * zo / args.steps:8.0f} queries/s   {per_image:.0f} queries per image")
 
 
 if __name__ == "__main__":
