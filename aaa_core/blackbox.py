@@ -171,9 +171,10 @@ def pretrain_ae(ae: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, **fit
         def one(xb: Tensor, yb: Tensor) -> Tensor:
             with torch.no_grad():
                 return nn.functional.mse_loss(ae.eval()(xb), xb)
-        return _batched_mean(one, x_val, torch.zeros(len(x_val), dtype=torch.long), cfg.batch_size)
+        unused = torch.zeros(len(x_val), dtype=torch.long, device=x_val.device)
+        return _batched_mean(one, x_val, unused, cfg.batch_size)
 
-    labels = torch.zeros(len(x), dtype=torch.long)   # unused: reconstruction needs none
+    labels = torch.zeros(len(x), dtype=torch.long, device=x.device)   # unused: reconstruction needs none
     return fit(ae, step, val_loss, x, labels, cfg, **fit_kwargs)
 
 

@@ -126,9 +126,9 @@ def save_model(model: nn.Module, path: str | Path, *, kind: str, dataset: str, a
                 "meta": meta, "weights_sha256": weights_sha256(state_dict), "state_dict": state_dict}, path)
 
 
-def load_model(path: str | Path, *, kind: str | None = None,
-               dataset: str | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild a saved model through the registry; returns (model in eval mode, its description).
+def load_model(path: str | Path, *, kind: str | None = None, dataset: str | None = None,
+               device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a saved model through the registry; returns (model in eval mode on ``device``, its description).
 
     Refuses, naming the file: a checkpoint of another kind or dataset than asked for, one without the sha256
     of its weights (an older format) or whose weights no longer match it, and one whose weights do not fit
@@ -137,7 +137,7 @@ def load_model(path: str | Path, *, kind: str | None = None,
     ckpt = load_torch(path, what="model checkpoint")
     _check_description(Path(path), ckpt, kind, dataset)
     model = _rebuild(Path(path), ckpt)
-    return model.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.to(device).eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
 def _check_description(path: Path, ckpt: Any, kind: str | None, dataset: str | None) -> None:

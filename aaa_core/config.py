@@ -21,6 +21,7 @@ import yaml
 from aaa_core.errors import AAAError
 
 AE_LOSSES = ("ce", "mse", "ce_mse")
+DEVICE_NAMES = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 SCALES = ("cpu", "paper", "smoke")
 # (training images, test images, classes) of each dataset: the bounds of every subset and split
 DATASET_SIZES = {"mnist": (60000, 10000, 10), "fashion_mnist": (60000, 10000, 10), "cifar10": (50000, 10000, 10)}
@@ -160,7 +161,7 @@ SECTIONS: dict[str, Any] = {
     "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
     "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig,
 }
-TOP_LEVEL = ("seed", "scale", "loss", "data", "threat", *SECTIONS, "scales")
+TOP_LEVEL = ("seed", "scale", "loss", "device", "data", "threat", *SECTIONS, "scales")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class Params:
     seed: int
     scale: str
     loss: str
+    device: str              # auto (CUDA when available, else CPU), cpu, cuda or cuda:N (runtime.resolve_device)
     data: DataConfig
     threat: dict[str, ThreatConfig]
     resolved: dict[str, dict[str, dict[str, Any]]]   # scale -> section -> dataset -> config
@@ -347,11 +349,14 @@ def parse_params(raw: Any) -> Params:
         raise ParamsError(f"params: scale must be one of {sorted(scales)}, got {scale!r}")
     if loss not in AE_LOSSES:
         raise ParamsError(f"params: loss must be one of {list(AE_LOSSES)}, got {loss!r}")
+    device = _convert(raw["device"], str, "device")
+    if not DEVICE_NAMES.match(device):
+        raise ParamsError(f"params: device must be auto, cpu, cuda or cuda:N, got {device!r}")
     for name, overlay in scales.items():
         strays = sorted(set(_mapping(overlay or {}, f"scales.{name}")) - set(SECTIONS))
         if strays:
             raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected {', '.join(SECTIONS)}")
-    return Params(seed=seed, scale=scale, loss=loss,
+    return Params(seed=seed, scale=scale, loss=loss, device=device,
                   data=_build(DataConfig, raw["data"], "data"),
                   threat=_convert(raw["threat"], dict[str, ThreatConfig], "threat"),
                   resolved={name: _resolve(raw, name, overlay or {}) for name, overlay in scales.items()})

@@ -295,7 +295,8 @@ def split_train_val(x: torch.Tensor, y: torch.Tensor, *, subset: int, val_size: 
     """A seeded split of the training set into (train subset, validation); 0 = all remaining images."""
     if val_size >= len(x):
         raise ValueError(f"val_size={val_size} must be smaller than the training set ({len(x)})")
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    # drawn on the CPU whatever the data's device: the same split on every machine
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed), device="cpu").to(x.device)
     val, train = order[:val_size], order[val_size:]
     if subset:
         train = train[:subset]

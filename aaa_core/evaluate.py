@@ -1,7 +1,8 @@
 """Accuracy, robust accuracy under PGD, transfer attacks and the sanity checks that fail a stage.
 
 Everything works on tensors of a fixed test subset and returns per-example flags, so worst cases over
-restarts or attacks are an AND of flags. Evaluation runs in float32 with models in eval mode.
+restarts or attacks are an AND of flags. Evaluation runs in float32 with models in eval mode, on the device
+of its inputs (the flags stay there too).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd, pgd_until_fooled
+from aaa_core.progress import progress
+from aaa_core.runtime import generator as make_generator
 
 
 # Accuracies are float32 means of flags: 5 of 100 reads 0.0500000007, so a check at exactly its threshold
@@ -39,11 +42,11 @@ def robust_flags(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, reco
 
     An example counts as robust only if it survives every one of ``cfg.restarts`` random starts.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(seed, x.device)
     steps = sorted({*record_at, cfg.steps})
-    flags = {k: torch.ones(len(x), dtype=torch.bool) for k in steps}
-    for _ in range(cfg.restarts):
-        for start in range(0, len(x), batch_size):
+    flags = {k: torch.ones(len(x), dtype=torch.bool, device=x.device) for k in steps}
+    for restart in range(cfg.restarts):
+        for start in progress(range(0, len(x), batch_size), f"PGD-{cfg.steps} restart {restart + 1}/{cfg.restarts}"):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             _, recorded = pgd_until_fooled(model, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                                            random_start=cfg.random_start, loss=cfg.loss,
@@ -56,7 +59,7 @@ def robust_flags(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, reco
 def transfer_flags(source: nn.Module, target: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *,
                    seed: int = 0, batch_size: int = 256) -> Tensor:
     """Craft PGD (final iterate) on ``source``, score on ``target``: per-example "target still correct"."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(seed, x.device)
     out = []
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         x_adv = pgd(source, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
@@ -67,8 +70,8 @@ def transfer_flags(source: nn.Module, target: nn.Module, x: Tensor, y: Tensor, c
 
 def noise_flags(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, seed: int = 0) -> Tensor:
     """Uniform noise in the same L-inf ball: what an attack must do much better than."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    generator = make_generator(seed, x.device)
+    noise = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * eps
     return correct_flags(model, (x + noise).clamp(0, 1), y)
 
 
@@ -142,8 +145,8 @@ def precision_gap(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, see
     """
     result = {}
     for name, enabled in (("fp32", False), ("bf16", True)):
-        generator = torch.Generator().manual_seed(seed)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+        generator = make_generator(seed, x.device)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled):
             x_adv = pgd(model, x, y, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                         random_start=cfg.random_start, loss=cfg.loss, generator=generator)
         result[f"accuracy_{name}_attack"] = correct_flags(model, x_adv.float(), y).float().mean().item()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import platform
 import random
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +12,59 @@ import torch
 
 from aaa_core.checkpoints import load_torch, save_torch
 from aaa_core.data import to_float
-from aaa_core.errors import CheckpointError, DataFileError
+from aaa_core.config import DEVICE_NAMES
+from aaa_core.errors import AAAError, CheckpointError, DataFileError
+
+
+class DeviceError(AAAError):
+    """A ``device`` parameter this machine cannot honour."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The ``device`` parameter as a torch device: ``auto`` = the current CUDA device when there is one, else
+    the CPU; ``cpu``; ``cuda`` or ``cuda:N``, which must exist (a run asked for a GPU never falls back)."""
+    if not isinstance(name, str) or not DEVICE_NAMES.match(name):
+        raise DeviceError(f"params: device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = 0 if device.index is None else device.index
+        if index >= count:
+            raise DeviceError(f"params: device {name!r} asked for a CUDA GPU, but this machine has "
+                              f"{count} usable; use device: auto or cpu")
+        device = torch.device("cuda", index)
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is: the GPU's name, or the CPU's model (timings differ by host, so metrics keep it)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_runtime(device: torch.device, *, bf16_training: bool | None = None) -> dict:
+    """Where and how a stage ran, for its metrics file: device, its name, precision, torch and CUDA versions."""
+    info = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "cuda_build": torch.version.cuda, "evaluation_precision": "float32",
+            "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if device.type == "cuda" else None}
+    if bf16_training is not None:
+        info["training_precision"] = "bfloat16 autocast" if bf16_training else "float32"
+    return info
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A seeded generator on ``device``: every random draw of a loop or attack comes from one on its data's
+    device (on the CPU the stream is the one a plain ``torch.Generator()`` gives)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -42,14 +95,16 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def load_prepared(path: str | Path) -> dict:
-    """The output of ``prepare_data``: float images in [0, 1], int64 labels, and where they came from."""
+def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """The output of ``prepare_data``: float images in [0, 1], int64 labels, and where they came from, with the
+    images and labels resident on ``device`` (every dataset of the study fits in a GPU's memory)."""
     raw = load_torch(path, what="prepared dataset", error=DataFileError)
     expected = {"x_train", "y_train", "x_test", "y_test", "dataset", "label", "source"}
     if not isinstance(raw, dict) or not expected <= set(raw):
         raise DataFileError(f"{path}: not a prepared dataset (expected keys {sorted(expected)}); "
                             "re-run the prepare_data stage")
-    return {**raw, "x_train": to_float(raw["x_train"]), "x_test": to_float(raw["x_test"])}
+    return {**raw, "x_train": to_float(raw["x_train"]).to(device), "x_test": to_float(raw["x_test"]).to(device),
+            "y_train": raw["y_train"].to(device), "y_test": raw["y_test"].to(device)}
 
 
 def file_sha256(path: str | Path) -> str:

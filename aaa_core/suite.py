@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd
+from aaa_core.progress import progress
+from aaa_core.runtime import generator as make_generator
 from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, check_steps_monotone, constant_output, correct_flags,
                                noise_flags, predictions, robust_flags)
 
@@ -72,7 +74,8 @@ def check_in_ball(x_adv: Tensor, x: Tensor, eps: float, name: str) -> None:
 def batched_flags(model: nn.Module, make_adv: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor,
                   eps: float, name: str, batch_size: int = 256) -> Tensor:
     out = []
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+    batches = list(zip(x.split(batch_size), y.split(batch_size)))
+    for xb, yb in progress(batches, name):
         x_adv = make_adv(xb, yb).detach()
         check_in_ball(x_adv, xb, eps, name)
         out.append(correct_flags(model, x_adv, yb))
@@ -152,7 +155,7 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
             lambda source=source, source_name=source_name: batched_flags(
                 model, lambda xb, yb: pgd(source, xb, yb, eps=cfg.eps, alpha=source_cfg.alpha,
                                           steps=source_cfg.steps,
-                                          generator=torch.Generator().manual_seed(cfg.seed)),
+                                          generator=make_generator(cfg.seed, xb.device)),
                 x, y, cfg.eps, f"transfer from {source_name}"))
     return results
 

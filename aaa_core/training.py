@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from aaa_core.attacks import pgd
 from aaa_core.losses import AELoss
 from aaa_core.models.compose import Defended, freeze
-from aaa_core.runtime import rng_state, set_rng_state
+from aaa_core.progress import progress
+from aaa_core.runtime import generator as make_generator, rng_state, set_rng_state
 
 # attack(model, x, y, generator, strength): strength in (0, 1] scales eps and step (1 = the full attack)
 Attack = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]
@@ -40,14 +41,15 @@ class TrainConfig:
 def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
     """Random crop of the zero-padded image and random horizontal flip, per example (CIFAR-10 training)."""
     n, _, h, w = x.shape
+    device = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
     cropped = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
+    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :].expand(n, x.shape[1], h, w)
     cropped = cropped.gather(3, cols)
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
 
@@ -59,10 +61,14 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
 
     ``step(xb, yb, generator, iteration)`` returns the batch loss (it sets the modes it needs); ``val_loss`` is
     evaluated once per epoch. Returns one record per epoch: epoch, loss, val_loss, lr, seconds.
+
+    Runs where ``x`` lives: the loop's generator and every index it draws are on that device, and bfloat16
+    autocast (``cfg.bf16``) is that device's.
     """
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=cfg.lr_patience)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    device = x.device
+    generator = make_generator(cfg.seed, device)
     history: list[dict] = []
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -74,12 +80,12 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
         log(f"resuming after epoch {len(history)} of {cfg.epochs}")
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        order = torch.randperm(len(x), generator=generator)[:cfg.epoch_images or None]
+        order = torch.randperm(len(x), generator=generator, device=device)[:cfg.epoch_images or None]
         total, seen = 0.0, 0
         batches = order.split(cfg.batch_size)
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(progress(batches, f"epoch {epoch}/{cfg.epochs}")):
             xb = augment_batch(x[batch], generator) if cfg.augment else x[batch]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = step(xb, y[batch], generator, (epoch - 1) * len(batches) + index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -168,7 +174,7 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
     pipelines = [Defended(ae, freeze(c)) for c in classifiers]
 
     def draw(generator: torch.Generator) -> Defended:
-        return pipelines[int(torch.randint(len(pipelines), (1,), generator=generator))]
+        return pipelines[int(torch.randint(len(pipelines), (1,), generator=generator, device=generator.device))]
 
     def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
         pipeline = draw(generator)

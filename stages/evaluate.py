@@ -24,7 +24,7 @@ from aaa_core.evaluate import (
     transfer_flags,
 )
 from aaa_core.models import Defended
-from aaa_core.runtime import load_prepared, seed_everything
+from aaa_core.runtime import describe_runtime, generator as make_generator, load_prepared, resolve_device, seed_everything
 from stages._common import enforce_checks, mean, write_metrics
 from stages._cli import run
 
@@ -49,9 +49,10 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
     params = load_params(params_path)
     budget, threat = params.section("evaluate", dataset), params.attack(dataset)
     seed_everything(params.seed)
-    data = load_prepared(data_path)
-    classifier, clf_info = load_model(classifier_path, kind="classifier")
-    ae, ae_info = load_model(ae_path, kind="ae") if ae_path else (None, None)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
+    classifier, clf_info = load_model(classifier_path, kind="classifier", device=device)
+    ae, ae_info = load_model(ae_path, kind="ae", device=device) if ae_path else (None, None)
     model = Defended(ae, classifier).eval() if ae is not None else classifier.eval()
     x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
     steps = sorted(threat.eval_steps)
@@ -93,6 +94,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
         "attack": {**attack.describe(), "examples": len(x), "seed": params.seed, "precision": "float32",
                    "robust_means": "never misclassified at any iterate up to the step count, in every restart"},
         "transfer_attack": transfer,
+        "runtime": describe_runtime(device),
         "sanity": {"high_eps": {**high.describe(), "examples": len(xs), "accuracy": high_acc},
                    "constant_output": constant,
                    "uniform_noise": {"eps": threat.eps, "accuracy": noise_acc},
@@ -102,12 +104,12 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
     if examples_path is not None:
         xf, yf = data["x_test"][:N_FIGURE], data["y_test"][:N_FIGURE]
         x_adv = pgd(model, xf, yf, eps=threat.eps, alpha=threat.alpha, steps=steps[0],
-                    generator=torch.Generator().manual_seed(params.seed))
+                    generator=make_generator(params.seed, device))
         with torch.no_grad():
             recon = ae(torch.cat([xf, x_adv])) if ae is not None else torch.cat([xf, x_adv])
             pred = model(x_adv).argmax(1)
-        save_torch({"clean": xf, "adversarial": x_adv, "recon_clean": recon[:N_FIGURE],
-                    "recon_adversarial": recon[N_FIGURE:], "labels": yf, "pred_adversarial": pred,
+        save_torch({"clean": xf.cpu(), "adversarial": x_adv.cpu(), "recon_clean": recon[:N_FIGURE].cpu(),
+                    "recon_adversarial": recon[N_FIGURE:].cpu(), "labels": yf.cpu(), "pred_adversarial": pred.cpu(),
                     "ae_loss": metrics["pipeline"]["ae_loss"], "classifier_arch": clf_info["arch"],
                     "label": data["label"], "eps": threat.eps,
                     "steps": steps[0]}, examples_path)

@@ -20,7 +20,7 @@ from aaa_core.data import split_train_val, test_subset
 from aaa_core.evaluate import ROUNDING, Check, correct_flags, robust_flags
 from aaa_core.knn import KNNDefended, LatentBank, encode_all
 from aaa_core.models import Defended
-from aaa_core.runtime import load_prepared, seed_everything
+from aaa_core.runtime import describe_runtime, generator as make_generator, load_prepared, resolve_device, seed_everything
 from stages._common import enforce_checks, mean, write_metrics
 from stages._cli import run
 
@@ -40,9 +40,10 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
     params = load_params(params_path)
     threat, split, knn = params.attack(dataset), params.section("split", dataset), params.section("knn", dataset)
     seed_everything(params.seed)
-    data = load_prepared(data_path)
-    ae, ae_info = load_model(ae_path, kind="ae")
-    classifier, clf_info = load_model(classifier_path, kind="classifier")
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
+    ae, ae_info = load_model(ae_path, kind="ae", device=device)
+    classifier, clf_info = load_model(classifier_path, kind="classifier", device=device)
     # the bank: latents of the training split the AE was trained on (validation images held out)
     (x_train, _), _ = split_train_val(data["x_train"], data["y_train"], subset=0, val_size=split.val_size,
                                       seed=params.seed)
@@ -60,7 +61,7 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
     natural_seconds = time.perf_counter() - t
     # one run gives every step count's final iterate (the same as separate runs: tests/test_attacks.py)
     iterates = [pgd_iterates(plain, xb, yb, eps=threat.eps, alpha=threat.alpha, at=steps,
-                             generator=torch.Generator().manual_seed(params.seed))
+                             generator=make_generator(params.seed, device))
                 for xb, yb in zip(x.split(256), y.split(256))]
     non_adaptive = {k: correct_flags(target, torch.cat([it[k] for it in iterates]), y) for k in steps}
     cfg = PGDConfig(eps=threat.eps, alpha=threat.alpha, steps=steps[-1])
@@ -92,6 +93,7 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
                            "pipeline; robust = never fooled at any iterate"},
         "timing": {"bank_seconds": round(bank_seconds, 1), "natural_eval_seconds": round(natural_seconds, 1)},
         "checks": [c.as_dict() for c in checks],
+        "runtime": describe_runtime(device),
     }
     enforce_checks(checks, metrics_path.stem)
     write_metrics(metrics, metrics_path, start)

@@ -9,8 +9,8 @@ import yaml
 
 from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
-from aaa_core.report import (caption, ensemble_table, knn_table, load_examples, load_metrics, pipeline_model_name,
-                             reconstruction_figure, sweep_figure, table, training_cost)
+from aaa_core.report import (budget_caption, caption, ensemble_table, knn_table, load_examples, load_metrics,
+                             pipeline_model_name, reconstruction_figure, sweep_figure, table, training_cost)
 from stages._cli import run
 
 # dataset -> (paper section, [(title, classifier arch, paper table key)]) for Tables 1/2, 4/5 and 6/7; "{model}" in
@@ -78,7 +78,9 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
     reconstruction_figure(load_examples(examples_dir, params.loss, tables[0][1]), recon_png)
     sweep_figure(sweep, sweep_png)
     lines = [f"# {rows[0]['label']}: AAA reproduction", "",
-             f"Headline AE loss: `{params.loss}`. " + caption(rows, params.scale) + " " + PAPER_NOTES.get(dataset, ""), ""]
+             f"Headline AE loss: `{params.loss}`. " + caption(rows, params.scale) + " " + PAPER_NOTES.get(dataset, ""), "",
+             budget_caption(*(json.loads((metrics_dir / "train" / f"{name}.json").read_text())
+                              for name in (f"{tables[0][1]}_adv", f"ae_{params.loss}"))), ""]
     for title, arch, key in tables:
         clf = [m for m in rows if m["pipeline"]["classifier_arch"] == arch]
         if not clf:

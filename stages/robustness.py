@@ -9,24 +9,25 @@ import time
 from pathlib import Path
 
 import click
+import torch
 
 from aaa_core.checkpoints import load_model
 from aaa_core.config import load_params
 from aaa_core.data import test_subset
 from aaa_core.models import Defended
-from aaa_core.runtime import load_prepared, seed_everything
+from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
 from aaa_core.suite import SuiteConfig, evaluate_suite, split_checks
 from stages._common import enforce_checks, write_metrics
 from stages._cli import run
 
 
-def load_pipeline(spec: str):
+def load_pipeline(spec: str, device: torch.device):
     """'models/mnist/dnn.pt' or 'models/mnist/ae_mse.pt+models/mnist/dnn.pt' (AE + classifier)."""
     parts = spec.split("+")
-    classifier, clf_info = load_model(parts[-1], kind="classifier")
+    classifier, clf_info = load_model(parts[-1], kind="classifier", device=device)
     if len(parts) == 1:
         return classifier, clf_info, None
-    ae, ae_info = load_model(parts[0], kind="ae")
+    ae, ae_info = load_model(parts[0], kind="ae", device=device)
     return Defended(ae, classifier).eval(), clf_info, ae_info
 
 
@@ -47,14 +48,15 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
     params = load_params(params_path)
     threat, budget = params.attack(dataset), params.section("suite", dataset)
     seed_everything(params.seed)
-    data = load_prepared(data_path)
-    model, clf_info, ae_info = load_pipeline(pipeline_spec)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
+    model, clf_info, ae_info = load_pipeline(pipeline_spec, device)
     sources = {}
     for item in transfers:
         if "=" not in item:
             raise click.BadParameter(f"{item!r}: expected NAME=SPEC", param_hint="--transfer")
         source_name, spec = item.split("=", 1)
-        sources[source_name] = load_pipeline(spec)[0]
+        sources[source_name] = load_pipeline(spec, device)[0]
     cfg = SuiteConfig(eps=threat.eps, paper_alpha=threat.alpha, paper_steps=threat.eval_steps,
                       pgd_steps=budget.pgd_steps, pgd_alpha=budget.pgd_alpha, pgd_restarts=budget.pgd_restarts,
                       apgd_steps=budget.apgd_steps, apgdt_targets=budget.apgdt_targets,
@@ -73,6 +75,7 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
                             "classifier_mode": clf_info["meta"]["mode"],
                             "ae_loss": ae_info["meta"]["loss"] if ae_info else None},
                "examples": len(x), "seed": params.seed, "precision": "float32", **report.as_dict(),
+               "runtime": describe_runtime(device),
                "seconds": None}
     acknowledged = name in budget.acknowledged_masking
     enforced, masking = split_checks(report.checks, acknowledged)

@@ -11,7 +11,7 @@ from aaa_core.config import load_params
 from aaa_core.data import test_subset
 from aaa_core.evaluate import eps_sweep
 from aaa_core.models import Defended
-from aaa_core.runtime import load_prepared, seed_everything
+from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
 from stages._cli import run
 
 
@@ -34,13 +34,14 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tup
     params = load_params(params_path)
     budget = params.section("sweep", dataset)
     seed_everything(params.seed)
-    data = load_prepared(data_path)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
     x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
-    ae, ae_info = load_model(ae_path, kind="ae")
-    classifier, clf_info = load_model(classifier_path, kind="classifier")
+    ae, ae_info = load_model(ae_path, kind="ae", device=device)
+    classifier, clf_info = load_model(classifier_path, kind="classifier", device=device)
     models = {f"ae_{ae_info['meta']['loss']} + {clf_info['arch']}": Defended(ae, classifier).eval()}
     for path in baseline_paths:
-        model, info = load_model(path, kind="classifier")
+        model, info = load_model(path, kind="classifier", device=device)
         models[f"{info['arch']} ({info['meta']['mode']})"] = model
     curves = {}
     for name, model in models.items():
@@ -50,7 +51,7 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tup
                 "examples": len(x), "seed": params.seed,
                 "attack": {"norm": "linf", "steps": budget.steps, "alpha": "2.5 * eps / steps",
                            "restarts": 1, "random_start": True, "loss": "ce"},
-                "curves": curves, "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
+                "curves": curves, "runtime": describe_runtime(device), "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
 
 
 if __name__ == "__main__":

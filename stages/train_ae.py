@@ -13,7 +13,7 @@ from aaa_core.data import split_train_val
 from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.losses import get_loss
 from aaa_core.models import Defended, ae_kwargs, build
-from aaa_core.runtime import Resume, load_prepared, seed_everything
+from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
 from aaa_core.training import TrainConfig, train_ae, training_attack
 from stages._cli import run
 
@@ -36,10 +36,11 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     ae_cfg = params.section("ae", dataset)
     seed_everything(params.seed)
-    data = load_prepared(data_path)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
     (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
                                              val_size=split.val_size, seed=params.seed)
-    classifiers = [load_model(p, kind="classifier")[0] for p in classifier_paths]
+    classifiers = [load_model(p, kind="classifier", device=device)[0] for p in classifier_paths]
     attack_cfg = PGDConfig(eps=params.attack(dataset).eps, alpha=adv.alpha, steps=adv.steps)
     # the same schedule as Madry training: epoch size, eps ramp, optimiser, precision
     cfg = TrainConfig(epochs=adv.epochs, batch_size=train.batch_size, lr=train.lr,
@@ -47,7 +48,7 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
                       epoch_images=adv.epoch_images, eps_ramp=adv.eps_ramp, augment=train.augment)
     attack = training_attack(attack_cfg)
     arch_kwargs = ae_kwargs(dataset, ae_cfg)
-    ae = build(dataset, "ae", **arch_kwargs)
+    ae = build(dataset, "ae", **arch_kwargs).to(device)
     description = {"dataset": dataset, "loss": loss, "classifiers": [str(p) for p in classifier_paths],
                    "train": cfg.__dict__, "attack": attack_cfg.describe(), "n_train": len(x),
                    "arch_kwargs": arch_kwargs}
@@ -63,6 +64,7 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
                for c in classifiers]
     write_json({**description, "label": data["label"], "natural_test_accuracy": natural,
                 "training_attack_precision": check, "history": history,
+                "runtime": describe_runtime(device, bf16_training=cfg.bf16),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
     resume.clear()
 

@@ -25,7 +25,7 @@ from aaa_core.data import split_train_val
 from aaa_core.evaluate import correct_flags, predictions
 from aaa_core.losses import get_loss
 from aaa_core.models import Defended, ae_kwargs, build
-from aaa_core.runtime import Resume, load_prepared, seed_everything
+from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
 from aaa_core.training import TrainConfig, train_ae, train_classifier, training_attack
 from stages._cli import run
 
@@ -52,10 +52,11 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out:
     bb_cfg = load_blackbox(blackbox_path, dataset, params.scale)
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     seed_everything(params.seed)
-    data = load_prepared(data_path)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
     (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
                                              val_size=split.val_size, seed=params.seed)
-    classifier, _ = load_model(classifier_path, kind="classifier", dataset=dataset)
+    classifier, _ = load_model(classifier_path, kind="classifier", dataset=dataset, device=device)
     blackbox = QueryOnly(classifier, output=bb_cfg.output)
     attack_cfg = PGDConfig(eps=params.attack(dataset).eps, alpha=adv.alpha, steps=adv.steps)
     cfg = TrainConfig(epochs=bb_cfg.epochs, batch_size=train.batch_size, lr=train.lr, lr_patience=train.lr_patience,
@@ -82,7 +83,7 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out:
             """PGD through the pipeline's AE and the surrogate; the examples then meet the black box."""
             return crafted(Defended(pipeline.ae, surrogate), xb, yb, generator, strength)
     arch_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
-    ae = build(dataset, "ae", **arch_kwargs)
+    ae = build(dataset, "ae", **arch_kwargs).to(device)
     queries_before, ae_start = blackbox.queries, time.perf_counter()
     resume = Resume(out, inputs=[data_path, classifier_path])
     state = resume.load(description, click.echo)
@@ -110,6 +111,7 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out:
                             "surrogate_labels": surrogate_info["queries"] if surrogate_info else 0,
                             "per_image_per_zo_gradient": bb_cfg.directions if ae_queries is not None else 0},
                 "ae_training_seconds": round(ae_seconds, 1),
+                "runtime": describe_runtime(device, bf16_training=cfg.bf16),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
     resume.clear()
 
@@ -119,7 +121,8 @@ def train_surrogate(blackbox: QueryOnly, classifier, params, bb_cfg, dataset: st
     training and validation images (one query each). Returns (surrogate in eval mode, what it cost)."""
     train = params.section("train", dataset)
     labels, labels_val = blackbox_labels(blackbox, x), blackbox_labels(blackbox, x_val)
-    surrogate = build(dataset, bb_cfg.surrogate, **params.section("models", dataset).get(bb_cfg.surrogate, {}))
+    surrogate = build(dataset, bb_cfg.surrogate,
+                      **params.section("models", dataset).get(bb_cfg.surrogate, {})).to(x.device)
     cfg = TrainConfig(epochs=params.section("classifier", dataset).epochs, batch_size=train.batch_size, lr=train.lr,
                       lr_patience=train.lr_patience, seed=params.seed, bf16=train.bf16, augment=train.augment)
     start = time.perf_counter()

@@ -11,7 +11,7 @@ from aaa_core.checkpoints import save_model, write_json
 from aaa_core.config import load_params
 from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.models import build
-from aaa_core.runtime import Resume, load_prepared, seed_everything
+from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
 from aaa_core.training import TrainConfig, train_classifier, training_attack
 from aaa_core.data import split_train_val
 from stages._cli import run
@@ -32,7 +32,8 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     params = load_params(params_path)
     split, train = params.section("split", dataset), params.section("train", dataset)
     seed_everything(params.seed)
-    data = load_prepared(data_path)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
     adversarial = mode == "adversarial"
     (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
                                              val_size=split.val_size, seed=params.seed)
@@ -47,7 +48,7 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
                       eps_ramp=adv.eps_ramp if adversarial else 0, augment=train.augment)
     attack = training_attack(attack_cfg) if adversarial else None
     arch_kwargs = params.section("models", dataset).get(arch, {})
-    model = build(dataset, arch, **arch_kwargs)
+    model = build(dataset, arch, **arch_kwargs).to(device)
     description = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "mode": mode, "train": cfg.__dict__,
                    "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x)}
     resume = Resume(out, inputs=[data_path])
@@ -60,7 +61,8 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     save_model(model, out, kind="classifier", dataset=dataset, arch=arch, arch_kwargs=arch_kwargs, mode=mode,
                description=description)
     metrics = {"dataset": dataset, "label": data["label"], "arch": arch, "mode": mode,
-               "test_accuracy": test_acc, "n_test": len(data["x_test"]), **description, "history": history}
+               "test_accuracy": test_acc, "n_test": len(data["x_test"]), **description, "history": history,
+               "runtime": describe_runtime(device, bf16_training=cfg.bf16)}
     if adversarial:
         metrics["training_attack_precision"] = precision_gap(model, x_val[:256], y_val[:256], attack_cfg)
     metrics["seconds"] = round(time.perf_counter() - start, 1)

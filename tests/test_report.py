@@ -6,7 +6,7 @@ from stages.render_tables import TABLES, paper_entry
 def record(arch, mode="natural", loss=None, kwargs=None, natural=0.5, robust=0.25):
     return {"pipeline": {"classifier_arch": arch, "classifier_kwargs": kwargs or {}, "classifier_mode": mode,
                          "ae_loss": loss, "ae": f"models/ae_{loss}.pt" if loss else None},
-            "natural_accuracy": natural, "robust_accuracy": {"pgd20": robust}}
+            "natural_accuracy": natural, "robust_accuracy": {"pgd20": robust}, "attack": {"examples": 100}}
 
 
 def test_a_smaller_model_is_never_shown_under_the_papers_name():
@@ -39,7 +39,8 @@ def test_cifar_tables_read_the_papers_nested_transfer_entries():
     df = table(rows, paper_entry(paper, key), "mse", "vgg19", [20])
     assert list(df["Model"]) == ["Natural training", "AAA, L_mse (headline)"]
     assert list(df["Natural (paper)"]) == ["91.47", "87.78"] and list(df["PGD-20 (paper)"]) == ["1.49", "2.70"]
-    assert list(df["PGD-20 (ours)"]) == ["25.00", "10.00"]
+    # each of our accuracies with its 95% Wilson interval over the 100 examples
+    assert list(df["PGD-20 (ours)"]) == ["25.00 [17.5, 34.3]", "10.00 [5.5, 17.4]"]
 
 
 def test_a_degenerate_pipeline_is_flagged_in_its_row():
@@ -47,3 +48,27 @@ def test_a_degenerate_pipeline_is_flagged_in_its_row():
     collapsed["sanity"] = {"constant_output": {"class": 2, "share": 1.0, "label_share": 0.1}}
     df = table([record("dnn"), collapsed], {}, "ce", "dnn", [20])
     assert list(df["Model"]) == ["Natural training", "AAA, L_ce (headline) [DEGENERATE: class 2 for 100% of inputs]"]
+
+
+def test_the_verdict_calls_a_difference_inside_the_intervals_a_tie():
+    from aaa_core.report import verdict
+
+    def suite(mode, loss, worst, n=100):
+        m = record("dnn", mode=mode, loss=loss)
+        return {**m, "worst_case_accuracy": worst, "examples": n}
+
+    madry = suite("adversarial", None, 0.89)
+    assert "tie: the intervals overlap" in verdict([madry, suite("natural", "ce_mse", 0.80)])
+    assert "Madry wins" in verdict([madry, suite("natural", "ce_mse", 0.60)])
+    assert "AAA wins" in verdict([suite("adversarial", None, 0.60), suite("natural", "ce_mse", 0.89)])
+    # the same 9-point gap is a win on 1,000 examples
+    assert "Madry wins" in verdict([suite("adversarial", None, 0.89, 1000), suite("natural", "ce_mse", 0.80, 1000)])
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    from aaa_core.stats import wilson_interval
+
+    lo, hi = wilson_interval(77, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.6785, 0.8416)
+    assert wilson_interval(0, 100)[0] == 0.0 and wilson_interval(100, 100)[1] == 1.0
+    assert wilson_interval(0, 100)[1] > 0.03     # zero observed failures is not a zero rate
