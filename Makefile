@@ -58,3 +58,4 @@ test-slow: setup data
 bench: setup data
 	$(BIN)/python benchmarks/pgd_throughput.py
 	$(BIN)/python benchmarks/zo_throughput.py
+	$(BIN)/python benchmarks/ddp_scaling.py --nproc 2

@@ -161,7 +161,7 @@ SECTIONS: dict[str, Any] = {
     "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
     "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig,
 }
-TOP_LEVEL = ("seed", "scale", "loss", "device", "data", "threat", *SECTIONS, "scales")
+TOP_LEVEL = ("seed", "scale", "loss", "device", "devices", "data", "threat", *SECTIONS, "scales")
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,7 @@ class Params:
     scale: str
     loss: str
     device: str              # auto (CUDA when available, else CPU), cpu, cuda or cuda:N (runtime.resolve_device)
+    devices: int             # processes per training stage (torchrun + DDP when > 1; one GPU each on CUDA)
     data: DataConfig
     threat: dict[str, ThreatConfig]
     resolved: dict[str, dict[str, dict[str, Any]]]   # scale -> section -> dataset -> config
@@ -356,7 +357,8 @@ def parse_params(raw: Any) -> Params:
         strays = sorted(set(_mapping(overlay or {}, f"scales.{name}")) - set(SECTIONS))
         if strays:
             raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected {', '.join(SECTIONS)}")
-    return Params(seed=seed, scale=scale, loss=loss, device=device,
+    devices = _convert(raw["devices"], Count, "devices")
+    return Params(seed=seed, scale=scale, loss=loss, device=device, devices=devices,
                   data=_build(DataConfig, raw["data"], "data"),
                   threat=_convert(raw["threat"], dict[str, ThreatConfig], "threat"),
                   resolved={name: _resolve(raw, name, overlay or {}) for name, overlay in scales.items()})

@@ -2,7 +2,7 @@
 
 ``dvc repro`` and CI capture stderr into a log, where a redrawn bar is noise; there a loop prints at most one
 line every ``AAA_PROGRESS_SECONDS`` seconds (default 60) with how far it got, its rate and the time left.
-``AAA_PROGRESS=0`` silences both. Only the first line of a loop waits the full interval, so a loop shorter
+``AAA_PROGRESS=0`` silences both; under torchrun only rank 0 reports. Only the first line of a loop waits the full interval, so a loop shorter
 than that prints nothing.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, *, stream=
     stream = stream if stream is not None else sys.stderr
     if total is None:
         total = len(items)  # type: ignore[arg-type]
-    if os.environ.get("AAA_PROGRESS") == "0" or total == 0:
+    if os.environ.get("AAA_PROGRESS") == "0" or os.environ.get("RANK", "0") != "0" or total == 0:
         yield from items
         return
     if getattr(stream, "isatty", lambda: False)():

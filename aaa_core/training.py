@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from aaa_core import distributed
 from aaa_core.attacks import pgd
 from aaa_core.losses import AELoss
 from aaa_core.models.compose import Defended, freeze
@@ -64,26 +65,40 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
 
     Runs where ``x`` lives: the loop's generator and every index it draws are on that device, and bfloat16
     autocast (``cfg.bf16``) is that device's.
+
+    Under DDP (``aaa_core.distributed``; ``step`` must then run its trainable forward through
+    ``distributed.wrap``) every rank draws the same permutation and trains on its share of each global batch
+    of ``cfg.batch_size``; its own generator (seed + 1 + rank) draws its attacks' noise. The epoch's loss and
+    ``val_loss`` (each rank's, on its share) are averaged over ranks, so the schedule steps alike everywhere;
+    only rank 0 calls ``save_state``, with every rank's generator and random states in it.
     """
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=cfg.lr_patience)
-    device = x.device
-    generator = make_generator(cfg.seed, device)
+    device, rank, world = x.device, distributed.rank(), distributed.world_size()
+    if rank != 0:
+        log = lambda _: None   # noqa: E731 (one voice: rank 0 speaks for all)
+    shared = make_generator(cfg.seed, device)     # the permutation: the same on every rank
+    generator = shared if world == 1 else make_generator(cfg.seed + 1 + rank, device)
     history: list[dict] = []
     if resume is not None:
+        if resume.get("world_size", 1) != world:
+            raise ValueError(f"the resume state was saved by {resume.get('world_size', 1)} processes, not {world}")
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        generator.set_state(resume["generator"])
-        set_rng_state(resume["rng"])
+        mine = resume["ranks"][rank]
+        shared.set_state(resume["shared"])
+        generator.set_state(mine["generator"])
+        set_rng_state(mine["rng"])
         history = list(resume["history"])
         log(f"resuming after epoch {len(history)} of {cfg.epochs}")
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        order = torch.randperm(len(x), generator=generator, device=device)[:cfg.epoch_images or None]
+        order = torch.randperm(len(x), generator=shared, device=device)[:cfg.epoch_images or None]
         total, seen = 0.0, 0
         batches = order.split(cfg.batch_size)
         for index, batch in enumerate(progress(batches, f"epoch {epoch}/{cfg.epochs}")):
+            batch = distributed.shard(batch)
             xb = augment_batch(x[batch], generator) if cfg.augment else x[batch]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = step(xb, y[batch], generator, (epoch - 1) * len(batches) + index)
@@ -92,17 +107,19 @@ def fit(model: nn.Module, step: StepFn, val_loss: Callable[[torch.Generator], fl
             optimizer.step()
             total += loss.item() * len(batch)
             seen += len(batch)
-        val = val_loss(generator)
+        val = distributed.mean(val_loss(generator))
         scheduler.step(val)
-        record = {"epoch": epoch, "loss": total / seen, "val_loss": val,
+        record = {"epoch": epoch, "loss": distributed.mean(total / seen), "val_loss": val,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
         history.append(record)
         log(f"epoch {epoch}/{cfg.epochs}: loss {record['loss']:.4f}  val_loss {val:.4f}  "
             f"lr {record['lr']:.2e}  {record['seconds']:.0f}s")
         if save_state is not None:
-            save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                        "rng": rng_state(), "history": history})
+            ranks = distributed.gather({"generator": generator.get_state(), "rng": rng_state()})
+            if rank == 0:
+                save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "shared": shared.get_state(), "ranks": ranks,
+                            "world_size": world, "history": history})
     return history
 
 
@@ -139,6 +156,8 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_val: Tensor, y_va
     batches without the ramp, 1.16 with a 100-iteration ramp).
     """
     criterion = nn.CrossEntropyLoss()
+    net = distributed.wrap(model)                     # the training forward (DDP under torchrun)
+    x_val, y_val = distributed.shard_rows(x_val, y_val)
 
     def adversarial(xb: Tensor, yb: Tensor, generator: torch.Generator, strength: float = 1.0) -> Tensor:
         if attack is None:
@@ -149,7 +168,7 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_val: Tensor, y_va
     def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
         xb = adversarial(xb, yb, generator, ramp_strength(iteration, cfg.eps_ramp))
         model.train()
-        return criterion(model(xb), yb)
+        return criterion(net(xb), yb)
 
     def val_loss(generator: torch.Generator) -> float:
         def batch_loss(xb: Tensor, yb: Tensor) -> Tensor:
@@ -172,6 +191,8 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
     Classifiers are frozen: their weights and BatchNorm statistics never change.
     """
     pipelines = [Defended(ae, freeze(c)) for c in classifiers]
+    net = distributed.wrap(ae)                        # the training forward (DDP under torchrun)
+    x_val, y_val = distributed.shard_rows(x_val, y_val)
 
     def draw(generator: torch.Generator) -> Defended:
         return pipelines[int(torch.randint(len(pipelines), (1,), generator=generator, device=generator.device))]
@@ -181,7 +202,7 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
         pipeline.eval()
         x_adv = attack(pipeline, xb, yb, generator, ramp_strength(iteration, cfg.eps_ramp))
         pipeline.train()
-        recon = ae(x_adv)
+        recon = net(x_adv)
         return loss_fn(pipeline.classifier(recon).float(), yb, recon.float(), xb)
 
     def val_loss(generator: torch.Generator) -> float:

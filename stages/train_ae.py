@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from aaa_core import distributed
 from aaa_core.attacks import PGDConfig
 from aaa_core.checkpoints import load_model, save_model, write_json
 from aaa_core.config import AE_LOSSES, load_params
@@ -35,8 +36,9 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     params = load_params(params_path)
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     ae_cfg = params.section("ae", dataset)
+    distributed.relaunch(params.devices, "stages.train_ae")
     seed_everything(params.seed)
-    device = resolve_device(params.device)
+    device = distributed.init(resolve_device(params.device))
     data = load_prepared(data_path, device)
     (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
                                              val_size=split.val_size, seed=params.seed)
@@ -51,11 +53,13 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     ae = build(dataset, "ae", **arch_kwargs).to(device)
     description = {"dataset": dataset, "loss": loss, "classifiers": [str(p) for p in classifier_paths],
                    "train": cfg.__dict__, "attack": attack_cfg.describe(), "n_train": len(x),
-                   "arch_kwargs": arch_kwargs}
+                   "arch_kwargs": arch_kwargs, "processes": distributed.world_size()}
     resume = Resume(out, inputs=[data_path, *classifier_paths])
     history = train_ae(ae, classifiers, get_loss(loss), x, y, x_val, y_val, cfg, attack=attack,
                        resume=resume.load(description, click.echo), save_state=resume.saver(description),
                        log=click.echo)
+    if not distributed.is_main():   # rank 0 alone evaluates and writes
+        return distributed.finish()
     ae.eval()
     save_model(ae, out, kind="ae", dataset=dataset, arch="ae", arch_kwargs=arch_kwargs, loss=loss,
                description=description)
@@ -67,6 +71,7 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
                 "runtime": describe_runtime(device, bf16_training=cfg.bf16),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
     resume.clear()
+    distributed.finish()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from aaa_core import distributed
 from aaa_core.attacks import PGDConfig
 from aaa_core.checkpoints import save_model, write_json
 from aaa_core.config import load_params
@@ -31,8 +32,9 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     start = time.perf_counter()
     params = load_params(params_path)
     split, train = params.section("split", dataset), params.section("train", dataset)
+    distributed.relaunch(params.devices, "stages.train_classifier")
     seed_everything(params.seed)
-    device = resolve_device(params.device)
+    device = distributed.init(resolve_device(params.device))
     data = load_prepared(data_path, device)
     adversarial = mode == "adversarial"
     (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
@@ -50,11 +52,14 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     arch_kwargs = params.section("models", dataset).get(arch, {})
     model = build(dataset, arch, **arch_kwargs).to(device)
     description = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "mode": mode, "train": cfg.__dict__,
-                   "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x)}
+                   "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x),
+                   "processes": distributed.world_size()}
     resume = Resume(out, inputs=[data_path])
     history = train_classifier(model, x, y, x_val, y_val, cfg, attack=attack,
                                resume=resume.load(description, click.echo),
                                save_state=resume.saver(description), log=click.echo)
+    if not distributed.is_main():   # rank 0 alone evaluates and writes
+        return distributed.finish()
     model.eval()
     test_acc = correct_flags(model, data["x_test"], data["y_test"]).float().mean().item()
     click.echo(f"{dataset} {arch} ({mode}): test accuracy {test_acc:.4f}")
@@ -68,6 +73,7 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     write_json(metrics, metrics_path)
     resume.clear()
+    distributed.finish()
 
 
 if __name__ == "__main__":

@@ -151,6 +151,10 @@ KNOBS = [
     ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
                                  "robustness_blackbox@mnist-*")),
     ("data.download", False, ("prepare_data@*",)),
+    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*")),
+    ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "evaluate@*",
+                       "evaluate_aaa@*", "knn_eval@*", "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
+                       "robustness_blackbox@*")),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
     ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*")),
    ]
