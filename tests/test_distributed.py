@@ -32,14 +32,14 @@ def torchrun(nproc: int, *args, check: bool = True, device: str = "cpu") -> subp
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     torchrun(2, tmp_path / "ddp.pt", "natural")
-    ddp = torch.load(tmp_path / "ddp.pt")
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     ddp_worker.main(str(tmp_path / "one.pt"), "natural")      # one process, in this one
-    one = torch.load(tmp_path / "one.pt")
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
     for name in one:
         torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5, msg=f"{name} differs")
     # the comparison can fail: one process with each rank's batch (16), not the global one, differs
     ddp_worker.main(str(tmp_path / "half.pt"), "natural", "", 16)
-    half = torch.load(tmp_path / "half.pt")
+    half = torch.load(tmp_path / "half.pt", weights_only=True)
     assert any(not torch.allclose(ddp[k], half[k], rtol=1e-4, atol=1e-5) for k in one)
 
 
@@ -51,7 +51,7 @@ def test_a_killed_ddp_run_resumes_where_it_stopped(tmp_path):
     assert crashed.returncode != 0 and not killed.exists()
     assert list((tmp_path / "state").iterdir()), "no resume state was written before the kill"
     torchrun(2, killed, "adversarial-crash", tmp_path / "state")   # resumes after epoch 1: no second crash
-    a, b = torch.load(whole), torch.load(killed)
+    a, b = torch.load(whole, weights_only=True), torch.load(killed, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
 
 
@@ -82,6 +82,7 @@ def test_two_gpus_train_like_one(tmp_path, monkeypatch):
     torchrun(2, tmp_path / "ddp.pt", "natural", device="cuda")
     monkeypatch.setenv("AAA_TEST_DEVICE", "cuda")
     ddp_worker.main(str(tmp_path / "one.pt"), "natural")
-    ddp, one = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
     for name in one:   # NCCL and cuBLAS reduce in other orders than one GPU: a looser tolerance
         torch.testing.assert_close(ddp[name], one[name], rtol=1e-3, atol=1e-4, msg=f"{name} differs")
