@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 # dvc.yaml commands call `python`: the venv's, whatever the caller's shell has activated.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-slow bench setup data
+.PHONY: repro comparison ablations test test-slow bench setup data
 
 setup: $(VENV)/.stamp
 
@@ -48,6 +48,19 @@ repro: setup data
 	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show --md
+
+# AAA against Madry at more training seeds and under AutoAttack (comparison/dvc.yaml): reads the study's
+# MNIST models and metrics, re-running what of the study it needs
+comparison: setup data
+	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc repro comparison/dvc.yaml
+	cat reports/comparison_mnist.md
+
+# AE training variants (warm start, MSE weight) beside the study's AE (ablations/dvc.yaml)
+ablations: setup data
+	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc repro ablations/dvc.yaml
+	cat reports/ablations_mnist.md
 
 test: setup data
 	$(BIN)/python -m pytest -q

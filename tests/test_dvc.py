@@ -56,9 +56,22 @@ def import_closure(module: str) -> set[str]:
     return {str(p.relative_to(ROOT)) for p in seen} - {"stages/__init__.py"}
 
 
+PIPELINES = ("dvc.yaml", "comparison/dvc.yaml", "ablations/dvc.yaml")   # the study; seeds and AutoAttack; variants
+
+
 def stage_definitions() -> dict[str, dict]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return {name: spec.get("do", spec) for name, spec in stages.items()}
+    out = {}
+    for pipeline in PIPELINES:
+        stages = yaml.safe_load((ROOT / pipeline).read_text())["stages"]
+        prefix = "" if pipeline == "dvc.yaml" else f"{pipeline}:"
+        out.update({prefix + name: spec.get("do", spec) for name, spec in stages.items()})
+    return out
+
+
+def command_modules(cmd: str | list[str]) -> list[str]:
+    """Every project module a stage's command runs: `python -m stages.x`, several commands, and the stage a
+    wrapper runs (`python -m stages.with_seed --offset 1 stages.train_ae ...`)."""
+    return sorted(set(re.findall(r"(?<![\w/.])(stages\.\w+)", " ".join([cmd] if isinstance(cmd, str) else cmd))))
 
 
 def covered(path: str, deps: list[str]) -> bool:
@@ -68,10 +81,19 @@ def covered(path: str, deps: list[str]) -> bool:
 @pytest.mark.parametrize("family", sorted(stage_definitions()))
 def test_every_stage_depends_on_every_project_module_its_command_imports(family):
     spec = stage_definitions()[family]
-    module = re.search(r"python -m (stages\.\w+)", spec["cmd"]).group(1)
+    modules = command_modules(spec["cmd"])
+    assert modules, f"{family}: no stage module in its command"
     deps = [d if isinstance(d, str) else next(iter(d)) for d in spec["deps"]]
-    missing = sorted(p for p in import_closure(module) if not covered(p, deps))
-    assert not missing, f"dvc.yaml stage {family} ({module}) lacks dependencies {missing}"
+    for module in modules:
+        missing = sorted(p for p in import_closure(module) if not covered(p, deps))
+        assert not missing, f"stage {family} ({module}) lacks dependencies {missing}"
+
+
+def test_command_modules_sees_wrapped_and_chained_stages():
+    assert command_modules("python -m stages.with_seed --offset 1 stages.train_ae --out models/stages.pt") == [
+        "stages.train_ae", "stages.with_seed"]
+    assert command_modules(["python -m stages.evaluate --x 1", "python -m stages.robustness"]) == [
+        "stages.evaluate", "stages.robustness"]
 
 
 def test_the_import_closure_sees_transitive_imports():
@@ -93,7 +115,9 @@ def committed_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcparams")
     for name in ("aaa_core", "stages", "paper"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", "blackbox.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "blackbox.yaml", "comparison.yaml", "comparison/dvc.yaml", "ablations.yaml",
+                 "ablations/dvc.yaml"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     run(["git", "init", "-q"], repo)
     run([DVC, "init", "-q"], repo)
@@ -126,37 +150,47 @@ def stale_after(repo: Path, key: str, value) -> set[str]:
 
 
 def names(repo: Path, *patterns: str) -> set[str]:
-    listed = run([DVC, "stage", "list", "--name-only"], repo).split()
+    """Stages of every pipeline of ``repo`` (dvc.yaml and comparison/dvc.yaml) matching ``patterns``."""
+    with Repo(str(repo)) as dvc_repo:
+        listed = {stage.addressing.rsplit(":", 1)[-1] for stage in dvc_repo.index.stages}
     return {n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
 MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
                   "train_ae_blackbox@mnist-*")
+REPLICATES = ("replicate_madry@*", "replicate_ae@*")   # comparison/dvc.yaml: Madry and AAA at more seeds
+REPLICATE_EVAL = ("replicate_eval@*",)
+VARIANTS = ("train_variant@*",)                         # ablations/dvc.yaml: AE training variants
+VARIANT_EVAL = ("eval_variant@*",)
 
 
 KNOBS = [
-    ("evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*")),
+    ("evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*") + REPLICATE_EVAL + VARIANT_EVAL),
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
-    ("suite.mnist.subset", 50, ("robustness@mnist-*", "robustness_blackbox@mnist-*")),
+    ("suite.mnist.subset", 50, ("robustness@mnist-*", "robustness_blackbox@mnist-*") + REPLICATE_EVAL),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*")),
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
+                                 "replicate_ae@*") + VARIANTS),
     ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
     ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
-                                   "train_ae_blackbox@mnist-*")),
-    ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist")),
-    ("train.mnist.lr", 0.001, MNIST_TRAINING),
-    ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",)),
+                                   "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS),
+    ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist")
+     + REPLICATES + VARIANTS),
+    ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS),
+    ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",) + REPLICATES + VARIANTS),
     ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
     ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
-                                 "robustness_blackbox@mnist-*")),
+                                 "robustness_blackbox@mnist-*") + REPLICATE_EVAL + VARIANT_EVAL),
     ("data.download", False, ("prepare_data@*",)),
-    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*")),
+    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + REPLICATES + VARIANTS),
     ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "evaluate@*",
                        "evaluate_aaa@*", "knn_eval@*", "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
-                       "robustness_blackbox@*")),
+                       "robustness_blackbox@*", "autoattack@*", "autoattack_study") + REPLICATES + REPLICATE_EVAL + VARIANTS
+     + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
-    ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*")),
+    ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*") + REPLICATE_EVAL
+     + VARIANT_EVAL),
    ]
 
 
@@ -202,3 +236,46 @@ def test_the_black_box_stages_track_their_own_params_file():
     assert {name: keys for name, keys in readers.items() if keys} == {
         f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"]
         for access in ("gradient", "query", "transfer", "surrogate")}
+
+
+def test_the_comparison_stages_track_their_own_params_file():
+    """comparison.yaml is read by the AutoAttack stages (their subset and scale overlay only: adding a seed
+    re-runs no existing AutoAttack stage) and the comparison's report; its seed offsets name the replicate
+    stages (one per offset)."""
+    offsets = yaml.safe_load((ROOT / "comparison.yaml").read_text())["mnist"]["seed_offsets"]
+    with Repo(str(ROOT)) as repo:
+        readers = {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
+                                                               and dep.def_path.endswith("comparison.yaml")
+                                                               for key in dep.params)
+                   for stage in repo.index.stages}
+    assert {name: keys for name, keys in readers.items() if keys} == {
+        **{f"autoattack@{o}": ["mnist.autoattack_subset", "mnist.scales.cpu"] for o in offsets},
+        "autoattack_study": ["mnist.autoattack_subset", "mnist.scales.cpu"], "render_comparison": ["mnist"]}
+    for family in ("replicate_madry", "replicate_ae", "replicate_eval", "autoattack"):
+        assert {n for n in readers if n.startswith(family + "@")} == {f"{family}@{o}" for o in offsets}
+
+
+def test_the_ablation_stages_track_their_own_variant():
+    """Each variant's training stage reads its own entry of ablations.yaml (changing one variant re-trains
+    that one only); the report reads them all."""
+    variants = yaml.safe_load((ROOT / "ablations.yaml").read_text())["mnist"]
+    with Repo(str(ROOT)) as repo:
+        readers = {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
+                                                               and dep.def_path.endswith("ablations.yaml")
+                                                               for key in dep.params)
+                   for stage in repo.index.stages}
+    assert {name: keys for name, keys in readers.items() if keys} == {
+        **{f"train_variant@{v}": [f"mnist.{v}"] for v in variants}, "render_ablations": ["mnist"]}
+
+
+def test_the_replicates_suite_uses_the_studys_transfer_sources():
+    """replicate_eval scores each seed with the suite the study gives seed 0: the same two transfer sources."""
+    loss = yaml.safe_load((ROOT / "params.yaml").read_text())["loss"]
+    study = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["robustness"]["foreach"]
+    transfer_ae = yaml.safe_load((ROOT / "comparison.yaml").read_text())["mnist"]["transfer_ae"]
+    aaa, madry = study[f"mnist-ae_{loss}-dnn"], study["mnist-dnn_adv"]
+    assert aaa["t1"] == "dnn=models/mnist/dnn.pt"
+    assert aaa["t2"] == f"{transfer_ae}-dnn=models/mnist/{transfer_ae}.pt+models/mnist/dnn.pt"
+    cmd = " ".join(yaml.safe_load((ROOT / "comparison/dvc.yaml").read_text())["stages"]["replicate_eval"]["do"]["cmd"])
+    assert f"--transfer {madry['t1']} --transfer {madry['t2']}" in cmd
+    assert "--transfer dnn=models/mnist/dnn.pt --transfer ${mnist.transfer_ae}-dnn=" in cmd

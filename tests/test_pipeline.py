@@ -19,7 +19,8 @@ from aaa_core.data import FASHION_MNIST_DEBIAN
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
-COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", "blackbox.yaml", ".dvcignore", ".gitignore"]
+COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", "blackbox.yaml", "comparison", "comparison.yaml",
+        "ablations", "ablations.yaml", ".dvcignore", ".gitignore"]
 # The offline copies `make data` puts in place (the tests never download). Where one is missing (a clone
 # that is not beside ../shared/data, a machine without apt-get), that dataset's stages are left out of the
 # default run and its test is skipped, saying why; MNIST is always required.
@@ -115,6 +116,41 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     assert changed(repo, stages_matching(repo, DEFAULT_TARGETS)) == set()
 
 
+@pytest.mark.slow
+def test_the_comparison_pipeline_retrains_with_other_seeds_and_scores_them_like_seed_0(repo):
+    """comparison/dvc.yaml at smoke scale on the study's models: Madry and AAA re-trained at seed + 1 and scored
+    like seed 0 by the study's evaluation and suite. AutoAttack runs at its published settings at every scale
+    (minutes even on smoke models), so it is tested in tests/test_comparison.py and by the cpu-scale run."""
+    import torch
+
+    run([DVC, "repro", "comparison/dvc.yaml:replicate_eval@1"], repo)
+    base = yaml.safe_load((repo / "params.yaml").read_text())["seed"]
+    folder = repo / "metrics/comparison/mnist/s1"
+    assert json.loads((folder / "train_ae_ce_mse.json").read_text())["train"]["seed"] == base + 1
+    assert json.loads((folder / "train_dnn_adv.json").read_text())["train"]["seed"] == base + 1
+    assert json.loads((folder / "evaluate_ae_ce_mse-dnn.json").read_text())["attack"]["seed"] == base
+    replicate = torch.load(repo / "models/comparison/mnist/s1/ae_ce_mse.pt", weights_only=True)
+    study = torch.load(repo / "models/mnist/ae_ce_mse.pt", weights_only=True)
+    assert replicate["weights_sha256"] != study["weights_sha256"]
+    suite = json.loads((folder / "robustness_ae_ce_mse-dnn.json").read_text())
+    transfers = {a["name"] for a in suite["attacks"] if a["kind"] == "transfer"}
+    assert transfers == {"transfer-from-dnn", "transfer-from-ae_ce-dnn"}, transfers   # the study's, as for seed 0
+    assert changed(repo, ["comparison/dvc.yaml:replicate_eval@1"]) == set()
+
+
+@pytest.mark.slow
+def test_an_ablation_variant_trains_with_its_changes_and_is_evaluated_on_both_classifiers(repo):
+    """ablations/dvc.yaml at smoke scale, one variant (warm start and MSE weight together)."""
+    run([DVC, "repro", "ablations/dvc.yaml:eval_variant@warm1_weight10"], repo)
+    train = json.loads((repo / "metrics/ablations/mnist/train_warm1_weight10.json").read_text())
+    assert train["warm_epochs"] == 1 and train["mse_weight"] == 10.0 and len(train["warm_start_history"]) == 1
+    study = json.loads((repo / "metrics/mnist/train/ae_ce_mse.json").read_text())
+    assert train["train"] == study["train"]            # the study's budget and seed, the variant's changes only
+    for clf in ("dnn", "fc"):
+        m = json.loads((repo / f"metrics/ablations/mnist/evaluate_warm1_weight10-{clf}.json").read_text())
+        assert m["pipeline"]["ae_loss"] == "ce_mse" and all(c["passed"] for c in m["sanity"]["checks"])
+
+
 def needs(dataset):
     if not AVAILABLE[dataset]:
         pytest.skip(MISSING[dataset])
@@ -198,7 +234,8 @@ def test_the_whole_dag_of_all_three_datasets(tmp_path):
     needs("cifar10")
     needs("fashion_mnist")
     repo = make_repo(tmp_path, [])
-    assert run([DVC, "status", "--json"], repo).stdout.strip() in ("{}", "")
+    # the study's dvc.yaml (what `dvc repro` runs); comparison/ and ablations/ are separate pipelines
+    assert run([DVC, "status", "--json", "dvc.yaml"], repo).stdout.strip() in ("{}", "")
     fashion = (repo / "reports" / "fashion_mnist.md").read_text()
     assert all(f"Table {n}" in fashion for n in (4, 5, 8, 9, 10)) and "eps 0.1, step 0.01" in fashion
     assert "illegible" in fashion

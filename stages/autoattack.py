@@ -1,0 +1,61 @@
+"""autoattack: AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square 5,000) on one pipeline.
+
+At the published settings (100 iterations, 9 target classes, 5,000 queries, one restart each), whatever
+the scale, so its number compares with published AutoAttack figures; only the number of test images
+(``autoattack_subset`` in comparison.yaml, the first test images) follows the scale.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from aaa_core.comparison import autoattack_standard, load_comparison
+from aaa_core.config import load_params
+from aaa_core.data import test_subset
+from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
+from stages._common import write_metrics
+from stages._cli import run
+from stages.robustness import load_pipeline
+
+
+@click.command()
+@click.option("--dataset", required=True)
+@click.option("--name", required=True, help="The pipeline's name in the report, e.g. ae_ce_mse-dnn.")
+@click.option("--pipeline", "pipeline_spec", required=True,
+              help="CLASSIFIER.pt, or AE.pt+CLASSIFIER.pt for a defended pipeline.")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default="params.yaml", show_default=True)
+@click.option("--comparison", "comparison_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default="comparison.yaml", show_default=True)
+def main(dataset: str, name: str, pipeline_spec: str, data_path: Path, metrics_path: Path, params_path: Path,
+         comparison_path: Path) -> None:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    cfg = load_comparison(comparison_path, dataset, params.scale)
+    threat = params.attack(dataset)
+    seed_everything(params.seed)
+    device = resolve_device(params.device)
+    data = load_prepared(data_path, device)
+    model, clf_info, ae_info = load_pipeline(pipeline_spec, device)
+    x, y = test_subset(data["x_test"], data["y_test"], cfg.autoattack_subset)
+    click.echo(f"{name}: AutoAttack standard on {len(x)} test images, eps {threat.eps}")
+    report = autoattack_standard(model, x, y, threat.eps, seed=params.seed, log=click.echo)
+    click.echo(f"  AutoAttack {100 * report.accuracy:.2f}%  (natural {100 * report.natural.float().mean():.2f}%)")
+    metrics = {"dataset": dataset, "label": data["label"], "data_source": data["source"], "name": name,
+               "pipeline": {"spec": pipeline_spec, "classifier_arch": clf_info["arch"],
+                            "classifier_kwargs": clf_info["arch_kwargs"],
+                            "classifier_mode": clf_info["meta"]["mode"],
+                            "ae_loss": ae_info["meta"]["loss"] if ae_info else None,
+                            "training_seed": (ae_info or clf_info)["meta"].get("description", {}).get("train", {}).get("seed")},
+               "attack": {"name": "AutoAttack", "version": "standard", "norm": "linf", "eps": threat.eps,
+                          "seed": params.seed, "precision": "float32"},
+               **report.as_dict(), "runtime": describe_runtime(device)}
+    write_metrics(metrics, metrics_path, start)
+
+
+if __name__ == "__main__":
+    run(main)

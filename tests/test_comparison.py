@@ -1,0 +1,250 @@
+"""The seeds-and-AutoAttack comparison (comparison/dvc.yaml): its params file, AutoAttack's cascade, the
+seed verdict, the seed wrapper and the report, each on planted cases where the right answer is known."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from torch import nn
+
+from aaa_core import comparison
+from aaa_core.comparison import (Measurement, Side, autoattack_standard, load_comparison, seed_measurements,
+                                 seed_verdict, summary)
+from aaa_core.config import ParamsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, raw) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# ---- comparison.yaml ----
+
+def test_the_committed_comparison_file_loads_at_every_scale():
+    for scale in ("cpu", "paper", "smoke"):
+        cfg = load_comparison(ROOT / "comparison.yaml", "mnist", scale)
+        assert cfg.seed_offsets and all(o >= 1 for o in cfg.seed_offsets)
+    assert load_comparison(ROOT / "comparison.yaml", "mnist", "paper").autoattack_subset == 0
+
+
+def test_the_scale_overlay_replaces_only_its_keys(tmp_path):
+    path = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1, 2], "autoattack_subset": 100,
+                                                 "transfer_ae": "ae_ce",
+                                                 "scales": {"smoke": {"autoattack_subset": 8}}}})
+    assert load_comparison(path, "mnist", "smoke") == comparison.ComparisonConfig([1, 2], 8, "ae_ce")
+    assert load_comparison(path, "mnist", "cpu") == comparison.ComparisonConfig([1, 2], 100, "ae_ce")
+
+
+@pytest.mark.parametrize("section, named", [
+    ({"seed_offsets": [1], "autoattack_subset": 100, "transfer_ae": "ae_ce", "subsetz": 1}, "subsetz"),
+    ({"seed_offsets": [1], "autoattack_subset": -1, "transfer_ae": "ae_ce"}, "autoattack_subset"),
+    ({"seed_offsets": [0, 1], "autoattack_subset": 100, "transfer_ae": "ae_ce"}, "seed_offsets"),
+    ({"seed_offsets": [1, 1], "autoattack_subset": 100, "transfer_ae": "ae_ce"}, "seed_offsets"),
+    ({"autoattack_subset": 100, "transfer_ae": "ae_ce"}, "seed_offsets"),
+    ({"seed_offsets": [1], "autoattack_subset": 100}, "transfer_ae"),
+])
+def test_a_bad_comparison_file_names_file_and_key(tmp_path, section, named):
+    path = write(tmp_path / "c.yaml", {"mnist": section})
+    with pytest.raises(ParamsError) as err:
+        load_comparison(path, "mnist", "cpu")
+    assert str(path) in str(err.value) and named in str(err.value)
+
+
+# ---- AutoAttack ----
+
+@pytest.fixture(scope="module")
+def linear():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    x = torch.rand(16, 1, 28, 28)
+    return model, x, model(x).argmax(1)
+
+
+def test_autoattack_breaks_an_undefended_linear_model_at_a_large_eps(linear):
+    model, x, y = linear
+    report = autoattack_standard(model, x, y, 0.3, steps=10, square_queries=50, log=lambda _: None)
+    assert report.natural.all() and report.accuracy == 0.0
+    assert report.as_dict()["autoattack_accuracy"] == 0.0
+
+
+def test_the_cascade_only_removes_examples_and_runs_each_attack_on_what_is_left(linear):
+    model, x, y = linear
+    lines = []
+    report = autoattack_standard(model, x, y, 0.003, steps=10, square_queries=50, log=lines.append)
+    flags = [report.natural] + list(report.after.values())
+    assert [name for name in report.after] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    for before, after in zip(flags, flags[1:]):
+        assert not (after & ~before).any()          # nothing robust again once fooled
+    assert 0.0 < report.accuracy < 1.0               # a small eps leaves some, takes some
+    for line, before in zip(lines, flags):
+        assert f"{int(before.sum())} examples attacked" in line
+
+
+def test_the_published_settings_are_the_ones_built():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    built = {name: (attack, settings) for name, attack, settings in comparison.standard_attacks(model, 0.3)}
+    assert built["apgd-ce"][0].steps == built["apgd-t"][0].steps == built["fab-t"][0].steps == 100
+    assert built["apgd-t"][0].n_target_classes == built["fab-t"][0].n_target_classes == 9
+    assert built["fab-t"][0].multi_targeted and built["apgd-ce"][0].loss == "ce"
+    square = built["square"][0]
+    assert square.n_queries == 5000 and square.p_init == 0.8 and square.rescale_schedule is False
+    assert square.loss == "margin" and all(a.n_restarts == 1 for a, _ in built.values())
+    assert all(a.eps == 0.3 and a.norm == "Linf" for a, _ in built.values())
+
+
+def test_an_attack_that_leaves_the_eps_ball_stops_the_evaluation(linear, monkeypatch):
+    """Planted fault: an "attack" that returns points outside the threat model must not be scored."""
+    model, x, y = linear
+
+    class Cheat:
+        def __call__(self, xb, yb):
+            return (xb + 0.5).clamp(0, 1)
+
+    monkeypatch.setattr(comparison, "standard_attacks", lambda *a, **k: [("cheat", Cheat(), {})])
+    with pytest.raises(ValueError, match="outside the L-inf ball"):
+        autoattack_standard(model, x, y, 0.1, log=lambda _: None)
+
+
+# ---- the verdict across seeds ----
+
+def ms(*accs, n=500):
+    return [Measurement(a, n) for a in accs]
+
+
+def test_a_side_wins_only_when_every_seed_interval_is_above_every_other():
+    assert seed_verdict(ms(0.70, 0.72, 0.71), ms(0.90, 0.89, 0.91)).startswith("Madry wins")
+    assert seed_verdict(ms(0.90, 0.89, 0.91), ms(0.70, 0.72, 0.71)).startswith("AAA wins")
+
+
+def test_overlapping_seeds_or_small_samples_are_a_tie():
+    # one AAA seed reaches Madry's range: a tie, whatever the means say
+    assert seed_verdict(ms(0.70, 0.72, 0.88), ms(0.90, 0.89, 0.91)).startswith("tie")
+    # the same means on 20 examples: the intervals overlap
+    assert seed_verdict(ms(0.70, 0.72, n=20), ms(0.90, 0.89, n=20)).startswith("tie")
+    assert seed_verdict([], ms(0.9)) == "not measured"
+
+
+def test_the_interval_is_wilsons_on_known_cases():
+    lo, hi = Measurement(0.5, 100).interval
+    assert abs(lo - 0.4038) < 1e-3 and abs(hi - 0.5962) < 1e-3
+    assert Measurement(1.0, 100).interval[1] == 1.0 and Measurement(0.0, 100).interval[0] == 0.0
+
+
+# ---- the seed wrapper ----
+
+def test_with_seed_runs_the_stage_on_a_copy_with_the_seed_moved(tmp_path, monkeypatch):
+    from stages import with_seed
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    seen = {}
+
+    def fake_call(cmd):
+        path = Path(cmd[cmd.index("--params") + 1])
+        seen.update(cmd=cmd, raw=yaml.safe_load(path.read_text()), path=path)
+        return 3
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    result = CliRunner().invoke(with_seed.main, ["--offset", "2", "--params", str(params), "stages.train_ae",
+                                                 "--dataset", "mnist"])
+    assert result.exit_code == 3                                  # the stage's status is passed on
+    original = yaml.safe_load(params.read_text())
+    assert seen["raw"]["seed"] == original["seed"] + 2
+    assert {k: v for k, v in seen["raw"].items() if k != "seed"} == {k: v for k, v in original.items() if k != "seed"}
+    assert seen["cmd"][1:5] == ["-m", "stages.train_ae", "--dataset", "mnist"]
+    assert not seen["path"].exists()                              # the copy is removed
+
+
+@pytest.mark.parametrize("args", [["--offset", "0", "stages.train_ae"], ["--offset", "1", "os.system"],
+                                  ["--offset", "1", "stages.train_ae", "--params", "x.yaml"],
+                                  ["--offset", "1", "stages.train_ae", "--params=x.yaml"]])
+def test_with_seed_refuses_what_it_cannot_do(args, monkeypatch):
+    from stages import with_seed
+
+    monkeypatch.setattr(subprocess, "call", lambda cmd: pytest.fail("the stage must not run"))
+    result = CliRunner().invoke(with_seed.main, ["--params", str(ROOT / "params.yaml"), *args])
+    assert result.exit_code == 2
+
+
+# ---- the report ----
+
+def evaluate_metrics(natural, pgd, n=500):
+    return {"attack": {"examples": n, "steps": 200}, "natural_accuracy": natural,
+            "robust_accuracy": {"pgd40": pgd + 0.01, "pgd200": pgd}}
+
+
+def fill(study: Path, comp: Path, offsets, aaa=(0.97, 0.75, 0.70, 0.50), madry=(0.97, 0.88, 0.85, 0.84)):
+    for seed in (0, *offsets):
+        for name, (nat, pgd, worst, aa) in (("ae_ce_mse-dnn", aaa), ("dnn_adv", madry)):
+            folder = comp / f"s{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            ev, rb = evaluate_metrics(nat, pgd), {"worst_case_accuracy": worst, "examples": 100}
+            if seed == 0:
+                for sub, obj in (("evaluate", ev), ("robustness", rb)):
+                    (study / sub).mkdir(parents=True, exist_ok=True)
+                    (study / sub / f"{name}.json").write_text(json.dumps(obj))
+            else:
+                (folder / f"evaluate_{name}.json").write_text(json.dumps(ev))
+                (folder / f"robustness_{name}.json").write_text(json.dumps(rb))
+            (folder / f"autoattack_{name}.json").write_text(json.dumps(
+                {"autoattack_accuracy": aa, "examples": 100, "natural_accuracy": nat,
+                 "cascade": [{"name": "apgd-ce", "accuracy_after": aa, "seconds": 1.0}]}))
+
+
+def render(tmp_path, comp_file):
+    from stages import render_comparison
+
+    return CliRunner().invoke(render_comparison.main, [
+        "--dataset", "mnist", "--loss", "ce_mse", "--source", "dnn", "--study-dir", str(tmp_path / "study"),
+        "--dir", str(tmp_path / "comp"), "--out", str(tmp_path / "report.md"), "--summary",
+        str(tmp_path / "summary.json"), "--params", str(ROOT / "params.yaml"), "--comparison", str(comp_file)])
+
+
+def test_the_report_gives_every_seed_mean_sd_and_the_verdict(tmp_path):
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1, 2], "autoattack_subset": 100,
+                                                      "transfer_ae": "ae_ce"}})
+    fill(tmp_path / "study", tmp_path / "comp", [1, 2])
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.md").read_text()
+    table, cascade = text.split("AutoAttack's cascade")
+    assert table.count("| ae_ce_mse-dnn |") == 4 and table.count("| dnn_adv |") == 4   # 3 seeds + mean
+    assert cascade.count("| ae_ce_mse-dnn |") == 3 and "apgd-ce 50.0" in cascade
+    assert "75.0 [71.0, 78.6]" in text                                                # PGD with its interval
+    assert "- PGD: Madry (dnn_adv) wins" in text and "- AutoAttack: Madry (dnn_adv) wins" in text
+    assert "- natural: tie" in text and "- suite worst case: tie" in text
+    summ = json.loads((tmp_path / "summary.json").read_text())["mnist"]
+    assert summ["seeds"] == 3 and summ["pgd"]["dnn_adv"]["sd"] == 0.0
+    assert summ["autoattack"]["ae_ce_mse-dnn"]["mean"] == pytest.approx(0.50)
+
+
+def test_a_missing_seed_stops_the_report_naming_it(tmp_path):
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1, 2, 3], "autoattack_subset": 100,
+                                                      "transfer_ae": "ae_ce"}})
+    fill(tmp_path / "study", tmp_path / "comp", [1, 2])
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 1 and not (tmp_path / "report.md").exists()
+    assert "seed offset(s) [3]" in str(result.exception)
+
+
+def test_a_seed_missing_one_measure_stops_the_report_naming_it(tmp_path):
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1, 2], "autoattack_subset": 100,
+                                                      "transfer_ae": "ae_ce"}})
+    fill(tmp_path / "study", tmp_path / "comp", [1, 2])
+    (tmp_path / "comp/s2/autoattack_dnn_adv.json").unlink()
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 1 and "dnn_adv lacks metrics at seed offset(s) [2] (2: autoattack)" in str(
+        result.exception)
+
+
+def test_seed_measurements_reads_the_largest_step_count():
+    got = seed_measurements(evaluate_metrics(0.97, 0.75), None, None)
+    assert got["pgd"] == Measurement(0.75, 500) and got["natural"] == Measurement(0.97, 500)
+    assert set(summary(Side("a", {0: got}), Side("m", {0: got}))) == set(comparison.MEASURES)
