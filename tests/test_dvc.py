@@ -226,13 +226,17 @@ def test_a_knob_makes_exactly_its_readers_stale(committed_repo, key, value, read
     assert stale_after(committed_repo, key, value) == expected
 
 
+def params_file_readers(name: str) -> dict[str, list[str]]:
+    """Every stage (of all three pipelines) with the keys it tracks from the params file ``name``."""
+    with Repo(str(ROOT)) as repo:
+        return {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
+                                                            and dep.def_path.endswith(name) for key in dep.params)
+                for stage in repo.index.stages}
+
+
 def test_the_black_box_stages_track_their_own_params_file():
     """blackbox.yaml's section (and its scale overlay) is read by the black-box training stages and nothing else."""
-    with Repo(str(ROOT)) as repo:
-        readers = {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
-                                                               and dep.def_path.endswith("blackbox.yaml")
-                                                               for key in dep.params)
-                   for stage in repo.index.stages}
+    readers = params_file_readers("blackbox.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
         f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"]
         for access in ("gradient", "query", "transfer", "surrogate")}
@@ -243,11 +247,7 @@ def test_the_comparison_stages_track_their_own_params_file():
     re-runs no existing AutoAttack stage) and the comparison's report; its seed offsets name the replicate
     stages (one per offset)."""
     offsets = yaml.safe_load((ROOT / "comparison.yaml").read_text())["mnist"]["seed_offsets"]
-    with Repo(str(ROOT)) as repo:
-        readers = {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
-                                                               and dep.def_path.endswith("comparison.yaml")
-                                                               for key in dep.params)
-                   for stage in repo.index.stages}
+    readers = params_file_readers("comparison.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
         **{f"autoattack@{o}": ["mnist.autoattack_subset", "mnist.scales.cpu"] for o in offsets},
         "autoattack_study": ["mnist.autoattack_subset", "mnist.scales.cpu"], "render_comparison": ["mnist"]}
@@ -259,11 +259,7 @@ def test_the_ablation_stages_track_their_own_variant():
     """Each variant's training stage reads its own entry of ablations.yaml (changing one variant re-trains
     that one only); the report reads them all."""
     variants = yaml.safe_load((ROOT / "ablations.yaml").read_text())["mnist"]
-    with Repo(str(ROOT)) as repo:
-        readers = {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
-                                                               and dep.def_path.endswith("ablations.yaml")
-                                                               for key in dep.params)
-                   for stage in repo.index.stages}
+    readers = params_file_readers("ablations.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
         **{f"train_variant@{v}": [f"mnist.{v}"] for v in variants}, "render_ablations": ["mnist"]}
 
