@@ -80,8 +80,45 @@ def paper_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
-    """One paper table: a row per pipeline on ``classifier_arch``, ours next to the paper's for each column."""
+def pipeline_spec(m: dict) -> str:
+    """The pipeline of one metrics record as the suite names it: ``ae.pt+classifier.pt`` or ``classifier.pt``."""
+    p = m["pipeline"]
+    if "spec" in p:
+        return p["spec"]
+    return f"{p['ae']}+{p['classifier']}" if p.get("ae") else p["classifier"]
+
+
+def suite_by_pipeline(robustness_rows: list[dict]) -> dict[str, dict]:
+    """The adaptive suite's records (metrics/<ds>/robustness) keyed by ``pipeline_spec``."""
+    return {pipeline_spec(m): m for m in robustness_rows}
+
+
+WORST = "Worst case (ours)"
+
+
+def worst_cell(m: dict, suite: dict[str, dict]) -> str:
+    """The suite's worst case of the pipeline of evaluate record ``m``, with its interval; where the suite did
+    not run on it, say so (the cpu budget runs it on the source classifiers' pipelines only)."""
+    found = suite.get(pipeline_spec(m))
+    return pct(found["worst_case_accuracy"], n_examples(found)) if found else "not run"
+
+
+def worst_caption(suite: dict[str, dict]) -> str:
+    """What the worst-case column measured: the suite's attacks and examples, read from its records."""
+    if not suite:
+        return ""
+    first = next(iter(suite.values()))
+    names = [a["name"] for a in first["attacks"]]
+    return (f"*{WORST}*: the adaptive suite's per-example worst case over {len(names)} attacks "
+            f"({', '.join(names)}) on the first {n_examples(first)} test images, a subset of the PGD columns' "
+            f"images (seed {first['seed']}); per attack in reports/robustness.md. \"not run\": the suite was "
+            f"not run on that pipeline at this scale.")
+
+
+def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int],
+          suite: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One paper table: a row per pipeline on ``classifier_arch``, ours next to the paper's for each column;
+    with ``suite`` (``suite_by_pipeline``), a last column with the adaptive suite's worst case."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
     order = ["natural_training", "adversarial_training", f"aaa_{headline}"] + \
         [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
@@ -101,8 +138,38 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
             theirs = paper_value(reported, k)
             record[f"PGD-{k} (ours)"] = pct(ours, n_examples(m))
             record[f"PGD-{k} (paper)"] = paper_pct(theirs)
+        if suite is not None:
+            record[WORST] = worst_cell(m, suite)
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def versus_madry(rows: list[dict], suite: dict[str, dict], headline: str, classifier_arch: str,
+                 steps: list[int]) -> str:
+    """The verdict under a table of AAA against Madry: the headline AE against the Madry classifier under the
+    strongest PGD column and under the suite's worst case, a tie where the 95% intervals overlap."""
+    on = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
+    madry = next((m for m in on if row_key(m) == "adversarial_training"), None)
+    aaa = next((m for m in on if row_key(m) == f"aaa_{headline}"), None)
+    if madry is None or aaa is None:
+        return ""
+    k = max(steps)
+
+    def judge(measure: str, a: float, n_a: int, b: float, n_b: int) -> str:
+        outcome = ("a tie (the intervals overlap)" if overlap(a, b, n_a, n_b)
+                   else "AAA wins" if a > b else "Madry wins")
+        return f"under {measure}, AAA {pct(a, n_a)} against Madry {pct(b, n_b)}: {outcome}"
+
+    parts = [judge(f"PGD-{k}", aaa["robust_accuracy"][f"pgd{k}"], n_examples(aaa),
+                   madry["robust_accuracy"][f"pgd{k}"], n_examples(madry))]
+    s_aaa, s_madry = suite.get(pipeline_spec(aaa)), suite.get(pipeline_spec(madry))
+    if s_aaa and s_madry:
+        parts.append(judge("the suite's worst case", s_aaa["worst_case_accuracy"], n_examples(s_aaa),
+                           s_madry["worst_case_accuracy"], n_examples(s_madry)))
+    else:
+        parts.append("the suite did not run on both, so no worst-case verdict")
+    return (f"**Verdict, headline AAA ({ROW_LABELS[f'aaa_{headline}']}) against Madry, one training seed:** "
+            + "; ".join(parts) + ".")
 
 
 def caption(rows: list[dict], scale: str) -> str:
@@ -209,7 +276,8 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
         records.append(record)
     settings = [{"Attack": a["name"], "Kind": a["kind"],
                  "Settings": ", ".join(f"{k} {v}" for k, v in a["settings"].items()
-                                       if k not in ("examples", "seed", "crafted_on"))}
+                                       if k not in ("examples", "crafted_on")
+                                       and not (k == "seed" and v == first["seed"]))}
                 for a in first["attacks"] if a["kind"] != "transfer"]
     settings.append({"Attack": "transfer i", "Kind": "transfer",
                      "Settings": ", ".join(f"{k} {v}" for k, v in next(
@@ -217,7 +285,7 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
                          if k not in ("examples", "seed", "crafted_on")) + ", crafted on the named model"})
     lines = [f"## {first['label']}", "",
              f"First {first['examples']} test images, seed {first['seed']}, eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
-             f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start).", "",
+             f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start), each step count an independent run (the largest with the seed above, the others with the seed in the settings table), so that the steps check compares independent runs.", "",
              pd.DataFrame.from_records(records).to_markdown(index=False), "", verdict(rows), "",
              *masking_findings(rows),
              "### Attack settings", "", pd.DataFrame.from_records(settings).to_markdown(index=False), "",
@@ -292,6 +360,29 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
     return pd.DataFrame.from_records(records)
 
 
+def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
+    """Does kNN help? Per AE: the plain AE and AE + kNN on the same test images, and under PGD on the very same
+    adversarial examples (the non-adaptive attack's); a tie where the 95% intervals overlap."""
+    selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch
+                and "plain_ae_same_examples" in m["robust_accuracy"]]
+    order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
+    selected.sort(key=lambda m: order.index(f"aaa_{m['pipeline']['ae_loss']}"))
+    records = []
+    for m in selected:
+        n, acc = n_examples(m), m["robust_accuracy"]
+        record = {"Model": ROW_LABELS[f"aaa_{m['pipeline']['ae_loss']}"],
+                  "Natural, plain AE": pct(m["plain_ae_natural_accuracy"], n),
+                  "Natural, + kNN": pct(m["natural_accuracy"], n)}
+        for k in steps:
+            plain, knn = acc["plain_ae_same_examples"][f"pgd{k}"], acc["non_adaptive"][f"pgd{k}"]
+            record[f"PGD-{k}, plain AE"] = pct(plain, n)
+            record[f"PGD-{k}, + kNN"] = pct(knn, n)
+            record[f"PGD-{k} verdict"] = ("tie" if overlap(knn, plain, n, n)
+                                          else "kNN helps" if knn > plain else "kNN hurts")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def training_cost(train: dict) -> tuple[int, float]:
     """(optimizer iterations, wall seconds) of one training stage, from its metrics JSON."""
     cfg = train["train"]
@@ -300,7 +391,7 @@ def training_cost(train: dict) -> tuple[int, float]:
 
 
 def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensemble: dict[str, dict],
-                   paper: dict, steps: list[int]) -> pd.DataFrame:
+                   paper: dict, steps: list[int], suite: dict[str, dict] | None = None) -> pd.DataFrame:
     """Table 8: per classifier, natural training, Madry adversarial training and the one ensemble AE."""
     records = []
     for arch in ensemble:
@@ -319,6 +410,8 @@ def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensem
             for k in steps:
                 record[f"PGD-{k} (ours)"] = pct(m["robust_accuracy"].get(f"pgd{k}"), n_examples(m))
                 record[f"PGD-{k} (paper)"] = paper_pct(paper_value(theirs, k))
+            if suite is not None:
+                record[WORST] = worst_cell(m, suite)
             records.append(record)
     return pd.DataFrame.from_records(records)
 

@@ -9,8 +9,10 @@ import yaml
 
 from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
-from aaa_core.report import (budget_caption, caption, ensemble_table, knn_table, load_examples, load_metrics,
-                             pipeline_model_name, reconstruction_figure, sweep_figure, table, training_cost)
+from aaa_core.report import (budget_caption, caption, ensemble_table, knn_table, knn_versus_plain, load_examples,
+                             load_metrics,
+                             pipeline_model_name, reconstruction_figure, suite_by_pipeline, sweep_figure, table,
+                             training_cost, versus_madry, worst_caption)
 from stages._cli import run
 
 # dataset -> (paper section, [(title, classifier arch, paper table key)]) for Tables 1/2, 4/5 and 6/7; "{model}" in
@@ -72,6 +74,7 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
     if not rows:
         raise click.ClickException(f"{metrics_dir / 'evaluate'} holds no metrics JSON; run the evaluate stages")
     steps = sorted(int(k[3:]) for k in rows[0]["robust_accuracy"])
+    suite = suite_by_pipeline(load_metrics(metrics_dir / "robustness")) if (metrics_dir / "robustness").is_dir() else {}
     sweep = json.loads((metrics_dir / "sweep_eps.json").read_text())
     recon_png = figures_dir / f"{dataset}_reconstructions.png"
     sweep_png = figures_dir / f"{dataset}_sweep_eps.png"
@@ -81,13 +84,17 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
              f"Headline AE loss: `{params.loss}`. " + caption(rows, params.scale) + " " + PAPER_NOTES.get(dataset, ""), "",
              budget_caption(*(json.loads((metrics_dir / "train" / f"{name}.json").read_text())
                               for name in (f"{tables[0][1]}_adv", f"ae_{params.loss}"))), ""]
-    for title, arch, key in tables:
+    if suite:
+        lines += [worst_caption(suite), ""]
+    for i, (title, arch, key) in enumerate(tables):
         clf = [m for m in rows if m["pipeline"]["classifier_arch"] == arch]
         if not clf:
             raise click.ClickException(f"{metrics_dir / 'evaluate'} has no pipeline on classifier {arch!r} for {title!r}")
         lines += [f"## {title.format(model=pipeline_model_name(clf[0]))}", "",
-                  table(rows, paper_entry(paper, key), params.loss, arch, steps).to_markdown(index=False), ""]
-    lines += ensemble_section(metrics_dir, rows, paper, steps) + knn_section(metrics_dir, dataset, paper, params.loss, steps)
+                  table(rows, paper_entry(paper, key), params.loss, arch, steps, suite).to_markdown(index=False), ""]
+        if i == 0:   # the table of AAA against Madry
+            lines += [versus_madry(rows, suite, params.loss, arch, steps), ""]
+    lines += ensemble_section(metrics_dir, rows, paper, steps, suite) + knn_section(metrics_dir, dataset, paper, params.loss, steps)
     lines += ["## Robust accuracy against eps", "",
               f"PGD-{sweep['attack']['steps']} with step 2.5 * eps / steps, one random start, on the first "
               f"{sweep['examples']} test images.", "", f"![accuracy against eps]({sweep_png.relative_to(out.parent)})",
@@ -100,7 +107,8 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
     click.echo(f"wrote {out}")
 
 
-def ensemble_section(metrics_dir: Path, evaluated: list[dict], paper: dict, steps: list[int]) -> list[str]:
+def ensemble_section(metrics_dir: Path, evaluated: list[dict], paper: dict, steps: list[int],
+                     suite: dict[str, dict]) -> list[str]:
     """Table 8 from metrics/<ds>/ensemble (ensemble AE, extra Madry baselines) and the ``evaluated`` rows."""
     folder = metrics_dir / "ensemble"
     if not folder.is_dir():
@@ -124,7 +132,8 @@ def ensemble_section(metrics_dir: Path, evaluated: list[dict], paper: dict, step
     return ["## Table 8: one AE trained against an ensemble of classifiers", "",
             "The AE is trained with the headline loss against the frozen natural classifiers, one drawn at random "
             "per iteration. Same attack and test subset as above.", "",
-            ensemble_table(natural, adversarial, ensemble, paper.get("table8_ensemble", {}), steps).to_markdown(index=False),
+            ensemble_table(natural, adversarial, ensemble, paper.get("table8_ensemble", {}), steps,
+                           suite).to_markdown(index=False),
             "", "Training cost on this machine (iterations of the optimizer, wall time of the stage):", "",
             "| Approach | Iterations | Minutes |", "|---|---:|---:|", cost_rows, ""]
 
@@ -141,10 +150,18 @@ def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, ste
              f"dimensions, exact search) before decoding. First {first['attack']['examples']} test images. "
              "*Non-adaptive* is the paper's protocol: PGD crafted on AE + classifier without kNN, then classified "
              "with it. *BPDA* attacks through the kNN step with a straight-through gradient (the plain gradient "
-             "is zero). *Worst* counts an example only if both fail.", ""]
+             "is zero). *Worst* counts an example as robust only if it survives both. No query-only attack "
+             "here yet (Square through the kNN search is about as costly per query as a BPDA step), so a "
+             "masked gradient that fools BPDA would go unseen.", ""]
     for title, arch, key in KNN_TABLES[dataset]:
         lines += [f"## {title}", "", knn_table(rows, paper.get(key, {}), headline, arch, steps).to_markdown(index=False),
                   ""]
+        versus = knn_versus_plain(rows, headline, arch, steps)
+        if len(versus):
+            lines += [f"Does kNN help ({arch.upper()})? The plain AE and AE + kNN on the same {first['attack']['examples']} "
+                      "test images, and on the very same adversarial examples (the non-adaptive attack's, final "
+                      "iterate); a difference inside the 95% intervals is a tie.", "",
+                      versus.to_markdown(index=False), ""]
     return lines
 
 

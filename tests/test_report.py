@@ -72,3 +72,65 @@ def test_wilson_interval_matches_the_textbook_values():
     assert (round(lo, 4), round(hi, 4)) == (0.6785, 0.8416)
     assert wilson_interval(0, 100)[0] == 0.0 and wilson_interval(100, 100)[1] == 1.0
     assert wilson_interval(0, 100)[1] > 0.03     # zero observed failures is not a zero rate
+
+
+def suite_record(spec, worst, n=100):
+    return {"pipeline": {"spec": spec}, "worst_case_accuracy": worst, "examples": n, "seed": 0,
+            "attacks": [{"name": "pgd200-paper"}, {"name": "square"}]}
+
+
+def test_the_worst_case_column_comes_from_the_suite_run_on_that_very_pipeline():
+    from aaa_core.report import WORST, suite_by_pipeline
+
+    natural, aaa = record("dnn", natural=0.98, robust=0.0), record("dnn", loss="ce_mse", natural=0.97, robust=0.77)
+    natural["pipeline"]["classifier"] = aaa["pipeline"]["classifier"] = "models/dnn.pt"
+    other_ae = record("dnn", loss="mse")
+    other_ae["pipeline"]["classifier"] = "models/dnn.pt"
+    suite = suite_by_pipeline([suite_record("models/ae_ce_mse.pt+models/dnn.pt", 0.75),
+                               suite_record("models/dnn.pt", 0.0),
+                               suite_record("models/ae_ce_mse.pt+models/fc.pt", 0.11)])   # same AE, other classifier
+    df = table([natural, aaa, other_ae], {}, "ce_mse", "dnn", [20], suite)
+    assert list(df[WORST]) == ["0.00 [0.0, 3.7]", "75.00 [65.7, 82.5]", "not run"]
+    assert WORST not in table([aaa], {}, "ce_mse", "dnn", [20]).columns   # no suite given: no column
+
+
+def test_the_verdict_under_a_table_against_madry_judges_pgd_and_the_worst_case_by_the_intervals():
+    from aaa_core.report import suite_by_pipeline, versus_madry
+
+    madry = record("dnn", mode="adversarial", robust=0.89)
+    aaa = record("dnn", loss="ce_mse", robust=0.77)
+    madry["pipeline"]["classifier"], aaa["pipeline"]["classifier"] = "models/dnn_adv.pt", "models/dnn.pt"
+    madry["attack"] = aaa["attack"] = {"examples": 500}
+    madry["robust_accuracy"], aaa["robust_accuracy"] = {"pgd200": 0.89}, {"pgd200": 0.77}
+    suite = suite_by_pipeline([suite_record("models/dnn_adv.pt", 0.86), suite_record("models/ae_ce_mse.pt+models/dnn.pt", 0.80)])
+    text = versus_madry([madry, aaa], suite, "ce_mse", "dnn", [40, 200])
+    assert "under PGD-200, AAA 77.00" in text and "Madry 89.00" in text
+    pgd, worst = text.split("; ")
+    assert pgd.endswith("Madry wins") and worst.startswith("under the suite's worst case") and "a tie" in worst
+    # no suite record for the Madry model: no worst-case verdict, said so
+    assert "no worst-case verdict" in versus_madry([madry, aaa], {}, "ce_mse", "dnn", [200])
+    # AAA ahead outside the intervals is called a win for AAA
+    aaa["robust_accuracy"] = {"pgd200": 0.99}
+    assert "AAA wins" in versus_madry([madry, aaa], suite, "ce_mse", "dnn", [200]).split("; ")[0]
+
+
+def test_knn_and_the_plain_ae_are_compared_on_the_same_examples_with_a_verdict():
+    from aaa_core.report import knn_versus_plain
+
+    def knn_record(loss, plain, knn, n=150):
+        m = record("dnn", loss=loss)
+        m["attack"] = {"examples": n}
+        m["natural_accuracy"], m["plain_ae_natural_accuracy"] = 0.98, 0.99
+        m["robust_accuracy"] = {"non_adaptive": {"pgd200": knn}, "bpda": {"pgd200": knn},
+                                "worst_case": {"pgd200": knn},
+                                "plain_ae_same_examples": {"pgd200": plain}}
+        return m
+
+    rows = [knn_record("ce_mse", 0.70, 0.90), knn_record("mse", 0.85, 0.87), knn_record("ce", 0.90, 0.60)]
+    df = knn_versus_plain(rows, "ce_mse", "dnn", [200])
+    assert list(df["Model"]) == ["AAA, L_ce+mse", "AAA, L_ce", "AAA, L_mse"]
+    assert list(df["PGD-200 verdict"]) == ["kNN helps", "kNN hurts", "tie"]
+    assert list(df["PGD-200, plain AE"])[0] == "70.00 [62.2, 76.8]"
+    old = record("dnn", loss="ce")   # a record from before the plain-AE measurement: left out, not invented
+    old["robust_accuracy"] = {"non_adaptive": {"pgd200": 0.5}}
+    assert len(knn_versus_plain([old], "ce", "dnn", [200])) == 0

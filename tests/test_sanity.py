@@ -85,3 +85,55 @@ def test_a_check_exactly_at_its_threshold_passes_despite_float32_rounding():
     assert acc > 0.05                                      # the rounding this guards against
     assert check_high_eps(acc, 0.5, 0.05).passed
     assert not check_high_eps((torch.arange(100) < 6).float().mean().item(), 0.5, 0.05).passed
+
+
+def test_the_steps_check_is_paired_and_tolerates_the_noise_of_independent_starts():
+    from aaa_core.checks import check_more_steps_not_weaker, sign_test_p
+
+    assert sign_test_p(10, 10) == 2 ** -10 and sign_test_p(0, 0) == 1.0 and sign_test_p(0, 5) == 1.0
+    assert abs(sign_test_p(3, 4) - 5 / 16) < 1e-12
+    few = torch.tensor([1, 1, 1, 0, 0, 1, 0, 1, 1, 1] * 10, dtype=torch.bool)
+    # independent starts: 3 examples survive only the longer run, 1 only the shorter: chance, passes
+    many = few.clone()
+    many[[3, 4, 6]] = True
+    many[0] = False
+    assert check_more_steps_not_weaker({40: few, 200: many}).passed
+    # a longer run that lets 12 more examples through and catches none: fails, naming the counts
+    i = torch.arange(100)
+    broken = few | (i % 10 == 3) | ((i < 20) & (i % 10 == 4))
+    check = check_more_steps_not_weaker({40: few, 200: broken})
+    assert not check.passed and "12 examples survive only the longer run, 0 only the shorter" in check.detail
+
+
+def test_the_steps_check_fails_on_a_planted_step_rule_fault_in_a_real_attack(trained_fc, mnist):
+    """Two independent PGD runs on a trained model: sound (step 0.01 at 40 and 200 steps) passes; a planted
+    fault (the longer run's step divided by its step count, as a broken step rule would) fails."""
+    from aaa_core.attacks import PGDConfig
+    from aaa_core.checks import check_more_steps_not_weaker
+    from aaa_core.evaluate import robust_flags
+
+    x, y = mnist["x_test"][:200], mnist["y_test"][:200]
+    few = robust_flags(trained_fc, x, y, PGDConfig(eps=0.1, alpha=0.01, steps=40), seed=1)[40]
+    many = robust_flags(trained_fc, x, y, PGDConfig(eps=0.1, alpha=0.01, steps=200), seed=0)[200]
+    assert check_more_steps_not_weaker({40: few, 200: many}).passed
+    faulty = robust_flags(trained_fc, x, y, PGDConfig(eps=0.1, alpha=0.01 / 200, steps=200), seed=0)[200]
+    check = check_more_steps_not_weaker({40: few, 200: faulty})
+    assert not check.passed, check.detail
+
+
+def test_the_evaluation_protocol_reports_what_it_ran_and_checks_it(trained_fc, mnist):
+    from aaa_core.protocols import evaluate_pipeline
+
+    report = evaluate_pipeline(trained_fc, mnist["x_test"][:300], mnist["y_test"][:300], subset=100, eps=0.1,
+                               alpha=0.01, steps=[10, 5], restarts=1, sanity_eps=1.0, sanity_alpha=0.1,
+                               sanity_steps=10, sanity_subset=50, sanity_max_acc=0.05, seed=3)
+    out = report.as_dict()
+    assert out["attack"]["examples"] == 100 and out["attack"]["steps"] == 10 and out["attack"]["seed"] == 3
+    assert list(out["robust_accuracy"]) == ["pgd5", "pgd10"]
+    assert out["robust_accuracy"]["pgd10"] <= out["robust_accuracy"]["pgd5"] < out["natural_accuracy"]
+    # the steps check ran on an independent run of the smaller step count, with its own seed
+    assert out["sanity"]["independent_runs"]["pgd5"]["seed"] == 4 and out["sanity"]["independent_runs"]["pgd10"]["seed"] == 3
+    names = [c["name"] for c in out["sanity"]["checks"]]
+    assert names == ["accuracy_near_zero_at_high_eps", "noise_weaker_than_attack",
+                     "more_steps_not_weaker_independent_runs"] and all(c.passed for c in report.checks)
+    assert out["transfer_attack"] is None   # a classifier alone: nothing to transfer from
