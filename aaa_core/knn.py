@@ -10,16 +10,8 @@ Athalye et al. 2018) gradient: forward through the kNN mean, backward as if the 
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor, nn
-
-from aaa_core.attacks import PGDConfig, pgd_iterates
-from aaa_core.evaluate import ROUNDING, Check, correct_flags, robust_flags
-from aaa_core.models import Defended
-from aaa_core.runtime import generator as make_generator
 
 
 @torch.no_grad()
@@ -86,60 +78,3 @@ class KNNDefended(nn.Module):
         else:
             z_knn = z_knn + 0.0 * z   # the true derivative: zero (kept in the graph so attacks can run)
         return self.classifier(self.ae.decode(z_knn))
-
-
-
-@dataclass
-class KNNReport:
-    """What ``knn_protocol`` measured: per-example flags and their accuracies, the checks, the timings."""
-    natural: Tensor                        # AE + kNN on the clean images
-    plain_natural: Tensor                  # the plain AE (no kNN) on the same images
-    flags: dict[str, dict[int, Tensor]]   # attack name -> step count -> still correct
-    checks: list[Check] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def robust_accuracy(self) -> dict:
-        return {name: {f"pgd{k}": f.float().mean().item() for k, f in by_steps.items()}
-                for name, by_steps in self.flags.items()}
-
-
-def knn_protocol(ae: nn.Module, classifier: nn.Module, bank: LatentBank, x: Tensor, y: Tensor, *, eps: float,
-                 alpha: float, steps: list[int], bpda_tolerance: float, seed: int) -> KNNReport:
-    """AAA + kNN (Tables 9 and 10) attacked two ways on (x, y), with the plain AE beside it on the same examples.
-
-    (1) non-adaptive, the paper's protocol: PGD crafted on AE + classifier without the kNN step (final iterate
-    at each step count), classified with it; (2) BPDA: PGD with the straight-through gradient through the kNN
-    step, robust = never fooled at any iterate; (3) the per-example worst case of the two. The plain AE is
-    scored on the very adversarial examples of (1), so kNN and plain AE are compared example for example.
-    Check: BPDA is not weaker than the non-adaptive attack by more than ``bpda_tolerance`` (else the BPDA
-    attack is broken). No query-only attack yet: Square through the kNN search costs, per query, about what
-    one BPDA step does (Fashion-MNIST: 12,544-dimensional latents against 59,000), so it needs a budget of
-    its own in params.yaml's kNN section.
-    """
-    target = KNNDefended(ae, classifier, bank).eval()
-    straight = KNNDefended(ae, classifier, bank, bpda=True).eval()
-    plain = Defended(ae, classifier).eval()
-    steps = sorted(steps)
-    seconds = {}
-    t = time.perf_counter()
-    natural = correct_flags(target, x, y)
-    seconds["natural_eval"] = time.perf_counter() - t
-    # one run gives every step count's final iterate (the same as separate runs: tests/test_attacks.py)
-    iterates = [pgd_iterates(plain, xb, yb, eps=eps, alpha=alpha, at=steps, generator=make_generator(seed, x.device))
-                for xb, yb in zip(x.split(256), y.split(256))]
-    adversarial = {k: torch.cat([it[k] for it in iterates]) for k in steps}
-    non_adaptive = {k: correct_flags(target, adversarial[k], y) for k in steps}
-    plain_ae = {k: correct_flags(plain, adversarial[k], y) for k in steps}
-    adaptive = robust_flags(straight, x, y, PGDConfig(eps=eps, alpha=alpha, steps=steps[-1]), record_at=steps,
-                            seed=seed)
-    worst = {k: non_adaptive[k] & adaptive[k] for k in steps}
-    report = KNNReport(natural, correct_flags(plain, x, y),
-                       {"non_adaptive": non_adaptive, "bpda": adaptive, "worst_case": worst,
-                        "plain_ae_same_examples": plain_ae}, seconds=seconds)
-    acc = report.robust_accuracy()
-    allowed = bpda_tolerance + ROUNDING
-    report.checks = [Check("bpda_not_weaker_than_non_adaptive",
-                           all(acc["bpda"][f"pgd{k}"] <= acc["non_adaptive"][f"pgd{k}"] + allowed for k in steps),
-                           f"BPDA accuracy {acc['bpda']} must not exceed the non-adaptive {acc['non_adaptive']} "
-                           f"by more than {bpda_tolerance}")]
-    return report

@@ -9,8 +9,7 @@ import yaml
 
 from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
-from aaa_core.report import (budget_caption, caption, ensemble_table, knn_table, knn_versus_plain, load_examples,
-                             load_metrics,
+from aaa_core.report import (budget_caption, caption, ensemble_table, knn_table, load_examples, load_metrics,
                              pipeline_model_name, reconstruction_figure, suite_by_pipeline, sweep_figure, table,
                              training_cost, versus_madry, worst_caption)
 from stages._cli import run
@@ -151,17 +150,11 @@ def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, ste
              "*Non-adaptive* is the paper's protocol: PGD crafted on AE + classifier without kNN, then classified "
              "with it. *BPDA* attacks through the kNN step with a straight-through gradient (the plain gradient "
              "is zero). *Worst* counts an example as robust only if it survives both. No query-only attack "
-             "here yet (Square through the kNN search is about as costly per query as a BPDA step), so a "
-             "masked gradient that fools BPDA would go unseen.", ""]
+             "here yet (Square through the kNN search costs about one BPDA step per query): if the straight-"
+             "through gradient is masked, these numbers overstate robustness.", ""]
     for title, arch, key in KNN_TABLES[dataset]:
         lines += [f"## {title}", "", knn_table(rows, paper.get(key, {}), headline, arch, steps).to_markdown(index=False),
                   ""]
-        versus = knn_versus_plain(rows, headline, arch, steps)
-        if len(versus):
-            lines += [f"Does kNN help ({arch.upper()})? The plain AE and AE + kNN on the same {first['attack']['examples']} "
-                      "test images, and on the very same adversarial examples (the non-adaptive attack's, final "
-                      "iterate); a difference inside the 95% intervals is a tie.", "",
-                      versus.to_markdown(index=False), ""]
     return lines
 
 

@@ -84,34 +84,3 @@ def test_bpda_attack_is_not_weaker_than_the_papers_protocol(knn_pipeline, mnist)
     # a plain gradient attack is blind: no step moves it beyond its random start
     plain = robust_flags(target, x, y, cfg, record_at=[0])
     assert torch.equal(plain[0], plain[cfg.steps])
-
-
-def test_the_protocol_scores_knn_and_the_plain_ae_on_the_very_same_adversarial_examples(knn_pipeline, mnist,
-                                                                                          monkeypatch):
-    import aaa_core.knn as knn_module
-    from aaa_core.knn import knn_protocol
-
-    ae, clf, bank = knn_pipeline
-    x, y = mnist["x_test"][:40], mnist["y_test"][:40]
-    seen = []
-    real = knn_module.correct_flags
-
-    def spy(model, inputs, labels):    # every scoring call: which model, on which inputs
-        seen.append((type(model).__name__, inputs.clone()))
-        return real(model, inputs, labels)
-
-    monkeypatch.setattr(knn_module, "correct_flags", spy)
-    report = knn_protocol(ae, clf, bank, x, y, eps=0.3, alpha=0.05, steps=[3, 6], bpda_tolerance=1.0, seed=0)
-    scored = {}
-    for name, inputs in seen:
-        scored.setdefault(name, []).append(inputs)
-    # the plain AE is scored 3 times (clean images, each step count's adversarial examples), and each of
-    # those tensors is one the kNN pipeline was scored on too
-    assert len(scored["Defended"]) == 3
-    for plain_inputs in scored["Defended"]:
-        assert any(torch.equal(plain_inputs, knn_inputs) for knn_inputs in scored["KNNDefended"])
-    assert not torch.equal(scored["Defended"][0], x)   # adversarial examples first, and they moved
-    acc = report.robust_accuracy()
-    assert set(acc) == {"non_adaptive", "bpda", "worst_case", "plain_ae_same_examples"}
-    for k in ("pgd3", "pgd6"):   # the worst case never exceeds either of its attacks
-        assert acc["worst_case"][k] <= min(acc["non_adaptive"][k], acc["bpda"][k]) + 1e-9
