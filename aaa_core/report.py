@@ -285,7 +285,7 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
                          if k not in ("examples", "seed", "crafted_on")) + ", crafted on the named model"})
     lines = [f"## {first['label']}", "",
              f"First {first['examples']} test images, seed {first['seed']}, eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
-             f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start), each step count an independent run (the largest with the seed above, the others with the seed in the settings table), so that the steps check compares independent runs.", "",
+             f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start, one run recorded at each step count).", "",
              pd.DataFrame.from_records(records).to_markdown(index=False), "", verdict(rows), "",
              *masking_findings(rows),
              "### Attack settings", "", pd.DataFrame.from_records(settings).to_markdown(index=False), "",
