@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.checks import check_more_steps_not_weaker
+from aaa_core.checks import NOISE_SEED_OFFSET, check_more_steps_not_weaker
 from aaa_core.evaluate import (Check, check_high_eps, check_noise_weaker, check_whitebox_beats_transfer,
                                constant_output, noise_flags, predictions, robust_flags, transfer_flags)
 
@@ -70,7 +70,8 @@ def evaluate_pipeline(model: nn.Module, x_test: Tensor, y_test: Tensor, *, subse
     high = PGDConfig(eps=sanity_eps, alpha=sanity_alpha, steps=sanity_steps)
     xs, ys = x[:sanity_subset], y[:sanity_subset]
     high_acc = _mean(robust_flags(model, xs, ys, high, seed=seed)[high.steps])
-    noise_acc = _mean(noise_flags(model, x, y, eps, seed=seed))
+    noise_seed = seed + NOISE_SEED_OFFSET     # not PGD's random start (aaa_core/checks.py)
+    noise_acc = _mean(noise_flags(model, x, y, eps, seed=noise_seed))
     constant = constant_output(natural_pred[:len(xs)], ys)   # xs: the first test images too
     # The steps check needs independent runs: the reported step counts come from one run, where more steps
     # cannot raise accuracy by construction. So each smaller step count is run again on its own, from its
@@ -94,5 +95,5 @@ def evaluate_pipeline(model: nn.Module, x_test: Tensor, y_test: Tensor, *, subse
                      "constant_output": constant,
                      "independent_runs": {f"pgd{k}": {"seed": seeds[k], "accuracy": _mean(f)}
                                           for k, f in sorted(independent.items())},
-                     "uniform_noise": {"eps": eps, "accuracy": noise_acc}}
+                     "uniform_noise": {"eps": eps, "seed": noise_seed, "accuracy": noise_acc}}
     return report

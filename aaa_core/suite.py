@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd
+from aaa_core.checks import NOISE_SEED_OFFSET, check_more_steps_not_weaker
 from aaa_core.progress import progress
 from aaa_core.runtime import generator as make_generator
-from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, check_steps_monotone, constant_output, correct_flags,
+from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, constant_output, correct_flags,
                                noise_flags, predictions, robust_flags)
 
 WHITE_BOX = "white-box"
@@ -184,6 +185,9 @@ class SuiteReport:
     curve: list[dict]
     checks: list[Check] = field(default_factory=list)
     constant: dict | None = None   # see aaa_core.evaluate.constant_output
+    independent: dict[int, Tensor] = field(default_factory=dict)   # the steps check's runs: steps -> flags
+    independent_seeds: dict[int, int] = field(default_factory=dict)
+    noise_seed: int | None = None
 
     @property
     def worst(self) -> float:
@@ -191,25 +195,32 @@ class SuiteReport:
 
     def as_dict(self) -> dict:
         return {"natural_accuracy": self.natural, "uniform_noise_accuracy": self.noise,
+                "uniform_noise_seed": self.noise_seed,
                 "worst_case_accuracy": self.worst, "attacks": [r.as_dict() for r in self.results],
                 "accuracy_against_eps": self.curve, "constant_output": self.constant,
+                "independent_runs": {f"pgd{k}": {"seed": self.independent_seeds.get(k),
+                                                 "accuracy": f.float().mean().item()}
+                                     for k, f in sorted(self.independent.items())},
                 "checks": [asdict(c) for c in self.checks]}
 
 
 def suite_checks(natural: float, noise: float, results: Sequence[AttackResult], curve: Sequence[dict],
-                 cfg: SuiteConfig, n: int, constant: dict | None = None) -> list[Check]:
-    """The checks that fail the stage: curve falls to ~0, steps monotone, noise weak, no masked gradients.
+                 cfg: SuiteConfig, n: int, constant: dict | None = None,
+                 independent: dict[int, Tensor] | None = None) -> list[Check]:
+    """The checks that fail the stage: curve falls to ~0, more steps not weaker, noise weak, no masked gradients.
 
     ``constant``: what ``constant_output`` found (a degenerate pipeline's accuracy cannot fall below the
-    label share of the class it always predicts)."""
+    label share of the class it always predicts). ``independent``: the paper protocol's step counts as
+    independent runs (steps -> flags, see ``paper_protocol_runs``); with fewer than two there is no steps
+    check (the reported pgdK-paper results come from one run, where it could not fail)."""
     checks = []
     slack = 1.0 / max(n, 1) + ROUNDING    # one example of statistical wiggle between separately seeded runs
     accs = [p["accuracy"] for p in curve]
     checks.append(Check("accuracy_falls_with_eps", all(b <= a + slack for a, b in zip(accs, accs[1:])),
                         "accuracy by eps " + ", ".join(f"{p['eps']:g}: {p['accuracy']:.4f}" for p in curve)))
     checks.append(check_high_eps(accs[-1], curve[-1]["eps"], cfg.max_acc_at_high_eps, constant))
-    paper = {r.settings["steps"]: r.accuracy for r in results if r.name.endswith("-paper")}
-    checks.append(check_steps_monotone(paper, "paper-protocol accuracy"))
+    if independent and len(independent) > 1:
+        checks.append(check_more_steps_not_weaker(independent))
     white = [r for r in results if r.kind == WHITE_BOX]
     best = min(white, key=lambda r: r.accuracy)
     drop_attack, drop_noise = natural - best.accuracy, natural - noise
@@ -243,9 +254,31 @@ def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
                    log: Callable[[str], None] = print) -> SuiteReport:
     pred = predictions(model, x)
     natural = (pred == y).float().mean().item()
-    noise = noise_flags(model, x, y, cfg.eps, seed=cfg.seed).float().mean().item()
+    noise_seed = cfg.seed + NOISE_SEED_OFFSET
+    noise = noise_flags(model, x, y, cfg.eps, seed=noise_seed).float().mean().item()
     results = run_suite(model, x, y, cfg, transfer_sources=transfer_sources, log=log)
     curve = accuracy_curve(model, x, y, cfg)
-    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y))
-    report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant)
+    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y), noise_seed=noise_seed)
+    report.independent, report.independent_seeds = paper_protocol_runs(model, x, y, cfg, results)
+    report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant,
+                                 independent=report.independent)
     return report
+
+
+def paper_protocol_runs(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig,
+                        results: Sequence[AttackResult]) -> tuple[dict[int, Tensor], dict[int, int]]:
+    """The paper protocol's step counts as independent runs, for the steps check (aaa_core.checks).
+
+    The longest is the suite's own pgdK-paper result (seed ``cfg.seed``); each shorter step count runs again
+    from its own random start (seed + 1, + 2, ...), as the evaluate stage's check does. Returns
+    (steps -> flags, steps -> seed); empty when the suite ran without its paper protocol."""
+    paper = {r.settings["steps"]: r.flags for r in results if r.name.endswith("-paper")}
+    steps = sorted(cfg.paper_steps)
+    if steps[-1] not in paper:
+        return {}, {}
+    runs, seeds = {steps[-1]: paper[steps[-1]]}, {steps[-1]: cfg.seed}
+    for i, k in enumerate(steps[:-1], 1):
+        seeds[k] = cfg.seed + i
+        runs[k] = robust_flags(model, x, y, PGDConfig(eps=cfg.eps, alpha=cfg.paper_alpha, steps=k),
+                               seed=seeds[k])[k]
+    return runs, seeds

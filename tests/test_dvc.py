@@ -169,6 +169,9 @@ KNOBS = [
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
     ("suite.mnist.subset", 50, ("robustness@mnist-*", "robustness_blackbox@mnist-*") + REPLICATE_EVAL),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
+    # the suite's Square budget is also the kNN stage's (Square on the true kNN pipeline)
+    ("suite.mnist.square_queries", 500, ("robustness@mnist-*", "robustness_blackbox@mnist-*", "knn_eval@mnist-*")
+     + REPLICATE_EVAL),
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
     ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
                                  "replicate_ae@*") + VARIANTS),

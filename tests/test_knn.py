@@ -84,3 +84,72 @@ def test_bpda_attack_is_not_weaker_than_the_papers_protocol(knn_pipeline, mnist)
     # a plain gradient attack is blind: no step moves it beyond its random start
     plain = robust_flags(target, x, y, cfg, record_at=[0])
     assert torch.equal(plain[0], plain[cfg.steps])
+
+
+def test_the_protocol_scores_knn_and_the_plain_ae_on_the_very_same_adversarial_examples(knn_pipeline, mnist,
+                                                                                          monkeypatch):
+    import aaa_core.knn as knn_module
+    from aaa_core.knn import knn_protocol
+
+    ae, clf, bank = knn_pipeline
+    x, y = mnist["x_test"][:40], mnist["y_test"][:40]
+    seen = []
+    real = knn_module.correct_flags
+
+    def spy(model, inputs, labels):    # every scoring call: which model, on which inputs
+        seen.append((type(model).__name__, inputs.clone()))
+        return real(model, inputs, labels)
+
+    monkeypatch.setattr(knn_module, "correct_flags", spy)
+    report = knn_protocol(ae, clf, bank, x, y, eps=0.3, alpha=0.05, steps=[3, 6], bpda_tolerance=1.0, seed=0)
+    scored = {}
+    for name, inputs in seen:
+        scored.setdefault(name, []).append(inputs)
+    # the plain AE is scored 3 times (clean images, each step count's adversarial examples), and each of
+    # those tensors is one the kNN pipeline was scored on too
+    assert len(scored["Defended"]) == 3
+    for plain_inputs in scored["Defended"]:
+        assert any(torch.equal(plain_inputs, knn_inputs) for knn_inputs in scored["KNNDefended"])
+    assert not torch.equal(scored["Defended"][0], x)   # adversarial examples first, and they moved
+    acc = report.robust_accuracy()
+    assert set(acc) == {"non_adaptive", "bpda", "worst_case", "plain_ae_same_examples"}
+    for k in ("pgd3", "pgd6"):   # the worst case never exceeds either of its attacks
+        assert acc["worst_case"][k] <= min(acc["non_adaptive"][k], acc["bpda"][k]) + 1e-9
+
+
+
+class RoundingIdentityAE(torch.nn.Module):
+    """A planted masked gradient: the "latent" is the image rounded to 16 grey levels (zero gradient), the
+    decoder the identity; kNN on it is kNN on pixels, accurate on MNIST."""
+
+    def encode(self, x):
+        return torch.round(x * 15) / 15
+
+    def decode(self, z):
+        return z
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+def test_square_in_the_knn_worst_case_sees_what_a_masked_gradient_hides(mnist, trained_fc):
+    """Both gradient attacks (non-adaptive and BPDA) get a zero gradient through the rounding and find almost
+    nothing; Square queries the true kNN pipeline and fools more, the worst case includes it, and
+    ``square_only`` counts what only Square fooled. Without a query budget there is no Square entry."""
+    from aaa_core.knn import knn_protocol
+
+    ae = RoundingIdentityAE().eval()
+    bank = LatentBank(encode_all(ae, mnist["x_train"]), k=10)
+    x, y = mnist["x_test"][:40], mnist["y_test"][:40]
+    report = knn_protocol(ae, trained_fc, bank, x, y, eps=0.3, alpha=0.075, steps=[3, 6], bpda_tolerance=1.0,
+                          seed=0, square_queries=200)
+    acc = report.robust_accuracy()
+    assert set(acc) == {"non_adaptive", "bpda", "worst_case", "plain_ae_same_examples", "square"}
+    square = acc["square"]["queries200"]
+    assert report.natural.float().mean() > 0.9 and acc["bpda"]["pgd6"] > 0.85   # the mask works on gradients
+    assert report.square_only()["pgd6"] >= 5 and square < acc["bpda"]["pgd6"] - 0.1
+    for k in ("pgd3", "pgd6"):
+        assert acc["worst_case"][k] <= min(acc["non_adaptive"][k], acc["bpda"][k], square) + 1e-9
+    plain = knn_protocol(ae, trained_fc, bank, x[:8], y[:8], eps=0.3, alpha=0.075, steps=[3], bpda_tolerance=1.0,
+                         seed=0)
+    assert "square" not in plain.robust_accuracy() and plain.square_only() == {}

@@ -104,7 +104,12 @@ def test_repro_writes_tables_figures_and_metrics(repo):
         assert (repo / "reports" / "figures" / png).stat().st_size > 1000
     assert all(f"Table {n}" in report for n in (8, 9, 10)) and "BPDA" in report
     knn = json.loads((repo / "metrics/mnist/knn/ae_ce_mse-dnn.json").read_text())
-    assert knn["pipeline"]["knn"]["k"] == 10 and set(knn["robust_accuracy"]) == {"non_adaptive", "bpda", "worst_case"}
+    assert knn["pipeline"]["knn"]["k"] == 10 and set(knn["robust_accuracy"]) == {
+        "non_adaptive", "bpda", "worst_case", "plain_ae_same_examples", "square"}
+    worst = knn["robust_accuracy"]["worst_case"]
+    assert all(worst[k] <= min(knn["robust_accuracy"][a][k] for a in ("non_adaptive", "bpda")) for k in worst)
+    assert knn["attack"]["square"]["queries"] == 20 and "Square" in report   # the suite's smoke budget
+    assert "Does kNN help" in report
     # the suite's worst case in the paper's tables, and the verdict under the table against Madry
     assert "Worst case (ours)" in report and "**Verdict, headline AAA" in report
     m = json.loads((repo / "metrics/mnist/evaluate/ae_ce_mse-dnn.json").read_text())
@@ -117,6 +122,7 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     r = json.loads((repo / "metrics/mnist/robustness/ae_ce_mse-dnn.json").read_text())
     assert r["worst_case_accuracy"] <= min(a["accuracy"] for a in r["attacks"])
     assert all(c["passed"] for c in r["checks"])
+    assert "more_steps_not_weaker_independent_runs" in {c["name"] for c in r["checks"]}   # the suite's, too
     assert changed(repo, stages_matching(repo, DEFAULT_TARGETS)) == set()
 
 

@@ -133,7 +133,23 @@ def test_the_evaluation_protocol_reports_what_it_ran_and_checks_it(trained_fc, m
     assert out["robust_accuracy"]["pgd10"] <= out["robust_accuracy"]["pgd5"] < out["natural_accuracy"]
     # the steps check ran on an independent run of the smaller step count, with its own seed
     assert out["sanity"]["independent_runs"]["pgd5"]["seed"] == 4 and out["sanity"]["independent_runs"]["pgd10"]["seed"] == 3
+    # the noise is not PGD's random start: drawn with the attack's seed it would be exactly that input
+    assert out["sanity"]["uniform_noise"]["seed"] not in (3, 4)
     names = [c["name"] for c in out["sanity"]["checks"]]
     assert names == ["accuracy_near_zero_at_high_eps", "noise_weaker_than_attack",
                      "more_steps_not_weaker_independent_runs"] and all(c.passed for c in report.checks)
     assert out["transfer_attack"] is None   # a classifier alone: nothing to transfer from
+
+
+def test_noise_with_the_attacks_seed_would_be_pgds_random_start():
+    """Why the noise check has its own seed: with the attack's seed, noise_flags' draw is PGD's random start."""
+    from aaa_core.attacks import random_start_linf
+    from aaa_core.checks import NOISE_SEED_OFFSET
+    from aaa_core.runtime import generator
+
+    x, eps = torch.full((8, 1, 4, 4), 0.5), 0.3
+    pgd_start = random_start_linf(x, eps, generator(3)) - x
+    same_seed = (torch.rand(x.shape, generator=generator(3)) * 2 - 1) * eps          # noise_flags, seed 3
+    own_seed = (torch.rand(x.shape, generator=generator(3 + NOISE_SEED_OFFSET)) * 2 - 1) * eps
+    assert torch.allclose(same_seed, pgd_start, atol=1e-6)
+    assert (own_seed - pgd_start).abs().max() > 0.1
