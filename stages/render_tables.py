@@ -172,9 +172,11 @@ def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, ste
                   ""]
         versus = knn_versus_plain(rows, headline, arch, steps)
         if len(versus):
-            lines += [f"Does kNN help ({arch.upper()})? The plain AE and AE + kNN on the same {first['attack']['examples']} "
-                      "test images, and on the very same adversarial examples (the non-adaptive attack's, final "
-                      "iterate); a difference inside the 95% intervals is a tie.", "",
+            lines += [f"Does kNN help ({arch.upper()})? On the same {first['attack']['examples']} test images: the "
+                      "plain AE under white-box PGD (final iterate), AE + kNN on those very adversarial examples, "
+                      "and AE + kNN's worst case (every attack above). The verdict compares the plain AE with "
+                      "kNN's worst case, the strongest attack each got; a difference inside the 95% intervals is "
+                      "a tie.", "",
                       versus.to_markdown(index=False), ""]
     return lines
 

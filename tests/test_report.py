@@ -117,20 +117,23 @@ def test_the_verdict_under_a_table_against_madry_judges_pgd_and_the_worst_case_b
 def test_knn_and_the_plain_ae_are_compared_on_the_same_examples_with_a_verdict():
     from aaa_core.report import knn_versus_plain
 
-    def knn_record(loss, plain, knn, n=150):
+    def knn_record(loss, plain, knn, worst=None, n=150):
         m = record("dnn", loss=loss)
         m["attack"] = {"examples": n}
         m["natural_accuracy"], m["plain_ae_natural_accuracy"] = 0.98, 0.99
         m["robust_accuracy"] = {"non_adaptive": {"pgd200": knn}, "bpda": {"pgd200": knn},
-                                "worst_case": {"pgd200": knn},
+                                "worst_case": {"pgd200": knn if worst is None else worst},
                                 "plain_ae_same_examples": {"pgd200": plain}}
         return m
 
-    rows = [knn_record("ce_mse", 0.70, 0.90), knn_record("mse", 0.85, 0.87), knn_record("ce", 0.90, 0.60)]
+    rows = [knn_record("ce_mse", 0.70, 0.90), knn_record("mse", 0.85, 0.87), knn_record("ce", 0.90, 0.60),
+            knn_record("ce_mse", 0.70, 0.90, worst=0.72)]
     df = knn_versus_plain(rows, "ce_mse", "dnn", [200])
-    assert list(df["Model"]) == ["AAA, L_ce+mse", "AAA, L_ce", "AAA, L_mse"]
-    assert list(df["PGD-200 verdict"]) == ["kNN helps", "kNN hurts", "tie"]
+    assert list(df["Model"]) == ["AAA, L_ce+mse", "AAA, L_ce+mse", "AAA, L_ce", "AAA, L_mse"]
+    # the verdict reads kNN's worst case: kNN on the same examples at 90% but an adaptive attack at 72% is a tie
+    assert list(df["PGD-200 verdict"]) == ["kNN helps", "tie", "kNN hurts", "tie"]
     assert list(df["PGD-200, plain AE"])[0] == "70.00 [62.2, 76.8]"
+    assert list(df["PGD-200, + kNN, same examples"])[1] == "90.00 [84.2, 93.8]"
     old = record("dnn", loss="ce")   # a record from before the plain-AE measurement: left out, not invented
     old["robust_accuracy"] = {"non_adaptive": {"pgd200": 0.5}}
     assert len(knn_versus_plain([old], "ce", "dnn", [200])) == 0
