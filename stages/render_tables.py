@@ -144,8 +144,11 @@ def knn_square_caption(rows: list[dict]) -> str:
     if not square:
         return ("*Worst* counts an example as robust only if it survives both. No query-only attack here, so a "
                 "masked gradient that fools BPDA would go unseen.")
+    def at_longest(counts: dict) -> int:   # {"pgd40": n, "pgd200": m} -> m
+        return counts[max(counts, key=lambda k: int(k.removeprefix("pgd")))] if counts else 0
+
     found = {m["pipeline"]["ae_loss"] + "-" + m["pipeline"]["classifier_arch"]:
-             max(m.get("square_only_fooled", {}).values(), default=0) for m in rows}
+             at_longest(m.get("square_only_fooled", {})) for m in rows}
     missed = ", ".join(f"{name} {n}" for name, n in sorted(found.items()) if n) or "none on any pipeline"
     return (f"*Square* is the query-only attack ({square['queries']} queries, margin loss, p_init "
             f"{square['p_init']}, {square['library']}) on the true kNN pipeline, which needs no gradient: a "
