@@ -137,3 +137,17 @@ def test_knn_and_the_plain_ae_are_compared_on_the_same_examples_with_a_verdict()
     old = record("dnn", loss="ce")   # a record from before the plain-AE measurement: left out, not invented
     old["robust_accuracy"] = {"non_adaptive": {"pgd200": 0.5}}
     assert len(knn_versus_plain([old], "ce", "dnn", [200])) == 0
+
+
+def test_the_knn_caption_counts_square_only_examples_at_the_longest_pgd():
+    from stages.render_tables import knn_square_caption
+
+    def row(loss, counts, square=True):
+        return {"pipeline": {"ae_loss": loss, "classifier_arch": "dnn"}, "square_only_fooled": counts,
+                "attack": {"square": {"queries": 1000, "p_init": 0.8, "library": "torchattacks 3.5.1"}} if square
+                else {}}
+
+    caption = knn_square_caption([row("mse", {"pgd40": 12, "pgd200": 5}), row("ce", {"pgd40": 0, "pgd200": 0})])
+    assert "1000 queries" in caption and "mse-dnn 5." in caption and "ce-dnn" not in caption
+    assert "none on any pipeline" in knn_square_caption([row("ce", {"pgd40": 3, "pgd200": 0})])
+    assert "No query-only attack" in knn_square_caption([row("ce", {}, square=False)])
