@@ -5,7 +5,8 @@ whole pipeline at every step count of ``threat.eval_steps`` (one run recorded at
 robust only if no iterate up to the count fools it); and the sanity checks that must be able to fail:
 accuracy near zero at a huge eps, uniform noise weaker than the attack, independent runs with more steps not
 weaker (``aaa_core.checks``), and for an AE pipeline, white-box PGD at least as strong as the same PGD crafted
-on the undefended classifier and transferred. ``stages/evaluate.py`` loads, calls, writes.
+on the undefended classifier and transferred. ``stages/evaluate.py`` loads, calls, writes. Under torchrun
+every attack is sharded over the processes (``aaa_core.sharded``), with the one-process numbers.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 from aaa_core.attacks import PGDConfig
 from aaa_core.checks import NOISE_SEED_OFFSET, check_more_steps_not_weaker
 from aaa_core.evaluate import (Check, check_high_eps, check_noise_weaker, check_whitebox_beats_transfer,
-                               constant_output, noise_flags, predictions, robust_flags, transfer_flags)
+                               constant_output)
+from aaa_core.sharded import noise_flags, predictions, robust_flags, transfer_flags
 
 
 def _mean(flags: Tensor) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import torch
 
+from aaa_core import distributed
 from aaa_core.attacks import pgd
 from aaa_core.checkpoints import load_model, save_torch
 from aaa_core.config import load_params
@@ -37,9 +38,10 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
          examples_path: Path | None, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
+    distributed.relaunch(params.devices, "stages.evaluate")   # devices > 1: every attack sharded over processes
     budget, threat = params.section("evaluate", dataset), params.attack(dataset)
     seed_everything(params.seed)
-    device = resolve_device(params.device)
+    device = distributed.init(resolve_device(params.device))
     data = load_prepared(data_path, device)
     classifier, clf_info = load_model(classifier_path, kind="classifier", device=device)
     ae, ae_info = load_model(ae_path, kind="ae", device=device) if ae_path else (None, None)
@@ -52,6 +54,8 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                                sanity_max_acc=budget.sanity_max_acc, seed=params.seed,
                                transfer_source=classifier if ae is not None else None,
                                transfer_tolerance=budget.transfer_tolerance, source_name=str(classifier_path))
+    if not distributed.is_main():   # every rank holds the gathered report; rank 0 alone reports and writes
+        return distributed.finish()
     click.echo(f"natural {report.natural_full:.4f} (full test set), on {report.examples}: natural "
                f"{report.natural:.4f}, " + ", ".join(f"{k} {v:.4f}" for k, v in report.robust_accuracy().items()))
     constant = report.sanity["constant_output"]
@@ -65,7 +69,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                      "classifier_kwargs": clf_info["arch_kwargs"], "ae_kwargs": ae_info["arch_kwargs"] if ae_info else None,
                      "classifier_mode": clf_info["meta"]["mode"]},
         **report.as_dict(),
-        "runtime": describe_runtime(device),
+        "runtime": describe_runtime(device), "processes": distributed.world_size(),
     }
     enforce_checks(checks, metrics_path.stem)
     if examples_path is not None:
@@ -81,6 +85,7 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                     "label": data["label"], "eps": threat.eps,
                     "steps": steps[0]}, examples_path)
     write_metrics(metrics, metrics_path, start)
+    distributed.finish()
 
 
 if __name__ == "__main__":

@@ -186,7 +186,9 @@ KNOBS = [
     ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
                                  "robustness_blackbox@mnist-*") + REPLICATE_EVAL + VARIANT_EVAL),
     ("data.download", False, ("prepare_data@*",)),
-    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + REPLICATES + VARIANTS),
+    # training under DDP, and the evaluate protocol sharded over the processes
+    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "evaluate@*",
+                    "evaluate_aaa@*") + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
     ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "evaluate@*",
                        "evaluate_aaa@*", "knn_eval@*", "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
                        "robustness_blackbox@*", "autoattack@*", "autoattack_study") + REPLICATES + REPLICATE_EVAL + VARIANTS

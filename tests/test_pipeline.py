@@ -40,8 +40,9 @@ HEADLINE_DEPENDENTS = ("sweep_eps", "render_tables", "train_ae_ensemble", "summa
 BLACKBOX_HEADLINE = ["train_ae_blackbox@mnist-*", "robustness_blackbox@mnist-*"]
 
 
-def run(cmd, cwd, check=True):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def run(cmd, cwd, check=True, **extra_env):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           **extra_env}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -210,6 +211,29 @@ def test_failed_sanity_check_fails_the_stage_and_writes_nothing(repo, tmp_path):
     assert proc.returncode != 0
     assert "accuracy_near_zero_at_high_eps" in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_an_evaluation_sharded_over_two_processes_reports_the_one_process_numbers(repo, tmp_path):
+    # devices: 2 re-runs the stage under torchrun (gloo on the CPU) with every attack sharded over the two
+    # processes (aaa_core.sharded): its metrics are one process's, both runs on one thread per process
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # the smoke classifier alone (the smoke AEs are degenerate) at an eps it survives in part
+    params["threat"]["mnist"].update(eps=0.03, alpha=0.01, eval_steps=[5, 10])
+    params["scales"]["smoke"]["evaluate"]["mnist"]["subset"] = 600   # 3 batches of the attack, 40 of the test set
+    metrics = {}
+    for devices in (1, 2):
+        params["devices"] = devices
+        (tmp_path / f"params{devices}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = tmp_path / f"metrics{devices}.json"
+        run([sys.executable, "-m", "stages.evaluate", "--dataset", "mnist", "--classifier", "models/mnist/dnn.pt",
+             "--data", "data/mnist/mnist.pt", "--metrics", out,
+             "--params", tmp_path / f"params{devices}.yaml"], repo, OMP_NUM_THREADS="1", AAA_PROGRESS="0")
+        metrics[devices] = json.loads(out.read_text())
+        assert metrics[devices].pop("processes") == devices
+        metrics[devices].pop("seconds")
+    assert metrics[1] == metrics[2]
+    assert metrics[1]["attack"]["examples"] == 600
+    assert 0 < metrics[1]["robust_accuracy"]["pgd10"] < metrics[1]["natural_accuracy"]
 
 
 def test_rerunning_a_stage_that_gives_identical_weights_leaves_its_model_hash_unchanged(repo):
