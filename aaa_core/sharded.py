@@ -7,9 +7,11 @@ i starts from the same point whichever rank attacks it. The per-example results 
 order on every rank. With one process (no torchrun group) the loops are the plain ones of
 ``aaa_core.evaluate`` (``robust_flags``, ``transfer_flags``, ``noise_flags``, ``predictions``), batch for batch
 and draw for draw: tests/test_sharded.py checks both, and that two gloo processes give the exact flags.
+"Exact" assumes every process computes a batch as one process would: the same number of threads per
+process on the CPU (torchrun starts each with one), identical GPUs with deterministic kernels on CUDA.
 
-Only the evaluate stage's protocol (``aaa_core.protocols``) runs sharded; the adaptive suite, kNN and the
-eps sweep still run in one process.
+Only the evaluate stage's protocol (``aaa_core.protocols``) runs sharded; the adaptive suite, kNN, the eps
+sweep and AutoAttack still run in one process.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from aaa_core.evaluate import predictions as _predict
 from aaa_core.progress import progress
 from aaa_core.runtime import generator as make_generator
 
-BATCH = 256   # aaa_core.evaluate's batch size: the batches, and so the random draws, of the one-process run
+BATCH = 256   # aaa_core.evaluate's batch size (a test checks they agree): the batches, and so the draws, of one process
 
 
 def _batches(n: int, batch_size: int, rank: int, world: int) -> Iterator[tuple[int, slice, bool]]:

@@ -3,6 +3,7 @@
 of reporting an untrustworthy number; and, for an AE pipeline, a few images for the reconstruction figure."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -54,8 +55,13 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                                sanity_max_acc=budget.sanity_max_acc, seed=params.seed,
                                transfer_source=classifier if ae is not None else None,
                                transfer_tolerance=budget.transfer_tolerance, source_name=str(classifier_path))
-    if not distributed.is_main():   # every rank holds the gathered report; rank 0 alone reports and writes
-        return distributed.finish()
+    # Every rank holds the same gathered report: rank 0 alone prints and writes. A failed sanity check fails
+    # every rank, after the group has ended cleanly; rank 0 gives the one-line message, the others exit quietly.
+    main_rank, passed = distributed.is_main(), all(c.passed for c in report.checks)
+    if not main_rank or not passed:
+        distributed.finish()
+    if not main_rank:
+        sys.exit(0 if passed else 1)
     click.echo(f"natural {report.natural_full:.4f} (full test set), on {report.examples}: natural "
                f"{report.natural:.4f}, " + ", ".join(f"{k} {v:.4f}" for k, v in report.robust_accuracy().items()))
     constant = report.sanity["constant_output"]

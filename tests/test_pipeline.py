@@ -199,17 +199,20 @@ def test_changing_the_headline_loss_reruns_only_dependent_stages(repo):
         f"{stage}@mnist" for stage in HEADLINE_DEPENDENTS} | set(stages_matching(repo, BLACKBOX_HEADLINE))
 
 
-def test_failed_sanity_check_fails_the_stage_and_writes_nothing(repo, tmp_path):
+@pytest.mark.parametrize("devices", [1, 2])   # 2: under torchrun, sharded; every rank fails, one line says why
+def test_failed_sanity_check_fails_the_stage_and_writes_nothing(repo, tmp_path, devices):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # a planted fault: at eps 0.001 accuracy stays near the natural one, far above the allowed 0
     params["scales"]["smoke"]["evaluate"]["mnist"].update(sanity_eps=0.001, sanity_max_acc=0.0)
+    params["devices"] = devices
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
     out = tmp_path / "metrics.json"
     proc = run([sys.executable, "-m", "stages.evaluate", "--dataset", "mnist", "--classifier", "models/mnist/dnn.pt",
-                "--data", "data/mnist/mnist.pt", "--metrics", out, "--params", bad], repo, check=False)
+                "--data", "data/mnist/mnist.pt", "--metrics", out, "--params", bad], repo, check=False,
+               AAA_PROGRESS="0")
     assert proc.returncode != 0
-    assert "accuracy_near_zero_at_high_eps" in proc.stderr
+    assert proc.stderr.count("accuracy_near_zero_at_high_eps") == 1
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
 

@@ -45,6 +45,13 @@ def by_ranks(model, x, y, world):
                                       for r in range(world)])}
 
 
+def test_the_batches_are_the_one_process_runs():
+    # the batch decides the random draws: sharded.BATCH must be aaa_core.evaluate's batch size
+    import inspect
+    for fn in (evaluate.robust_flags, evaluate.transfer_flags, evaluate.predictions, evaluate.correct_flags):
+        assert inspect.signature(fn).parameters["batch_size"].default == sharded.BATCH, fn.__name__
+
+
 def test_one_process_is_the_plain_evaluation():
     model, x, y, ref = reference()
     assert 0 < ref["robust2"].sum() < len(x), "the attack must fool some examples and miss others"
