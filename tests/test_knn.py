@@ -4,9 +4,7 @@ import torch
 from aaa_core.attacks import PGDConfig, pgd
 from aaa_core.evaluate import correct_flags, robust_flags
 from aaa_core.knn import KNNDefended, LatentBank, encode_all, knn_indices
-from aaa_core.losses import get_loss
-from aaa_core.models import Defended, build
-from aaa_core.training import TrainConfig, train_ae
+from aaa_core.models import Defended
 
 
 def brute_force(queries, bank, k):
@@ -37,18 +35,35 @@ def test_bank_keeps_the_latent_shape():
     assert torch.allclose(out[0].flatten(), bank.latents[idx[0]].mean(0))
 
 
+class PCAAE(torch.nn.Module):
+    """A linear AE fitted in closed form: the first ``dims`` principal components of the training images.
+    Its pipeline classifies well at once (about 90% natural accuracy with the test FC, 95% through kNN),
+    so the attacks below are compared where they can differ; a conv AE trained for a test's seconds sits
+    near chance, where every attack scores the same."""
+
+    def __init__(self, x: torch.Tensor, dims: int = 32) -> None:
+        super().__init__()
+        flat = x.flatten(1)
+        mean = flat.mean(0)
+        torch.manual_seed(0)   # pca_lowrank's random projection
+        _, _, v = torch.pca_lowrank(flat - mean, q=dims, center=False, niter=4)
+        self.shape = x.shape[1:]
+        self.register_buffer("mean", mean)
+        self.register_buffer("v", v)
+
+    def encode(self, x):
+        return (x.flatten(1) - self.mean) @ self.v
+
+    def decode(self, z):
+        return (z @ self.v.T + self.mean).clamp(0, 1).view(-1, *self.shape)
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
 @pytest.fixture(scope="module")
 def knn_pipeline(mnist, trained_fc):
-    torch.manual_seed(0)
-    ae = build("mnist", "ae", latent_dim=32)
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.002, lr_patience=5, seed=0, epoch_images=3000)
-
-    def attack(model, xb, yb, generator, strength):
-        return pgd(model, xb, yb, eps=0.3, alpha=0.1, steps=3, generator=generator)
-
-    train_ae(ae, [trained_fc], get_loss("ce_mse"), mnist["x_train"], mnist["y_train"], mnist["x_test"][:64],
-             mnist["y_test"][:64], cfg, attack=attack, log=lambda _: None)
-    ae.eval()
+    ae = PCAAE(mnist["x_train"]).eval()
     bank = LatentBank(encode_all(ae, mnist["x_train"]), k=10)
     return ae, trained_fc, bank
 
@@ -70,7 +85,8 @@ def test_bpda_attack_is_not_weaker_than_the_papers_protocol(knn_pipeline, mnist)
     ae, clf, bank = knn_pipeline
     x, y = mnist["x_test"][:200], mnist["y_test"][:200]
     target = KNNDefended(ae, clf, bank).eval()
-    cfg = PGDConfig(eps=0.3, alpha=0.02, steps=20)
+    cfg = PGDConfig(eps=0.2, alpha=0.02, steps=20)   # an eps where the attacks leave about 60% (measured)
+    assert correct_flags(target, x, y).float().mean() > 0.9
     # (1) non-adaptive: crafted on AE + classifier without kNN, then classified with kNN
     x_adv = pgd(Defended(ae, clf).eval(), x, y, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                 generator=torch.Generator().manual_seed(0))
@@ -80,10 +96,12 @@ def test_bpda_attack_is_not_weaker_than_the_papers_protocol(knn_pipeline, mnist)
     x_bpda = pgd(straight, x, y, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                  generator=torch.Generator().manual_seed(0))
     adaptive = correct_flags(target, x_bpda, y).float().mean().item()
-    assert adaptive <= non_adaptive + 0.02
-    # a plain gradient attack is blind: no step moves it beyond its random start
+    assert adaptive <= non_adaptive + 0.02 and adaptive < 0.8
+    # a plain gradient attack is blind: no step moves it beyond its random start; put in BPDA's place it
+    # would fail the comparison above (the check can fail)
     plain = robust_flags(target, x, y, cfg, record_at=[0])
     assert torch.equal(plain[0], plain[cfg.steps])
+    assert plain[cfg.steps].float().mean().item() > non_adaptive + 0.02
 
 
 def test_the_protocol_scores_knn_and_the_plain_ae_on_the_very_same_adversarial_examples(knn_pipeline, mnist,
