@@ -87,7 +87,8 @@ def torchrun(nproc: int, out: Path) -> None:
 def test_two_gloo_processes_give_exactly_the_one_process_flags(tmp_path):
     torchrun(1, tmp_path / "one.pt")
     torchrun(2, tmp_path / "two.pt")
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
     assert one.keys() == two.keys()
     for name in one:
         assert torch.equal(one[name], two[name]), name
