@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 # dvc.yaml commands call `python`: the venv's, whatever the caller's shell has activated.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro comparison ablations test test-slow bench setup data
+.PHONY: repro blackbox comparison ablations test test-slow bench setup data
 
 setup: $(VENV)/.stamp
 
@@ -48,6 +48,13 @@ repro: setup data
 	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show --md
+
+# The black-box study (blackbox/dvc.yaml): one AE trained four ways, with gradients and through queries only;
+# reads the study's MNIST data and DNN
+blackbox: setup data
+	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc repro blackbox/dvc.yaml
+	cat reports/blackbox_mnist.md
 
 # AAA against Madry at more training seeds and under AutoAttack (comparison/dvc.yaml): reads the study's
 # MNIST models and metrics, re-running what of the study it needs

@@ -56,7 +56,8 @@ def import_closure(module: str) -> set[str]:
     return {str(p.relative_to(ROOT)) for p in seen} - {"stages/__init__.py"}
 
 
-PIPELINES = ("dvc.yaml", "comparison/dvc.yaml", "ablations/dvc.yaml")   # the study; seeds and AutoAttack; variants
+# the study; the black-box study; seeds and AutoAttack; variants
+PIPELINES = ("dvc.yaml", "blackbox/dvc.yaml", "comparison/dvc.yaml", "ablations/dvc.yaml")
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -115,8 +116,8 @@ def committed_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcparams")
     for name in ("aaa_core", "stages", "paper"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", "blackbox.yaml", "comparison.yaml", "comparison/dvc.yaml", "ablations.yaml",
-                 "ablations/dvc.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "blackbox.yaml", "blackbox/dvc.yaml", "comparison.yaml", "comparison/dvc.yaml",
+                 "ablations.yaml", "ablations/dvc.yaml"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     run(["git", "init", "-q"], repo)
@@ -150,7 +151,7 @@ def stale_after(repo: Path, key: str, value) -> set[str]:
 
 
 def names(repo: Path, *patterns: str) -> set[str]:
-    """Stages of every pipeline of ``repo`` (dvc.yaml and comparison/dvc.yaml) matching ``patterns``."""
+    """Stages of every pipeline of ``repo`` matching ``patterns`` (names without the pipeline's path)."""
     with Repo(str(repo)) as dvc_repo:
         listed = {stage.addressing.rsplit(":", 1)[-1] for stage in dvc_repo.index.stages}
     return {n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in patterns)}

@@ -2,7 +2,8 @@
 
 The default run (about 7 minutes on 2 cores) reproduces the whole MNIST study with its suite, headline
 summary and the query-only AE's training of the black-box study, and Fashion-MNIST's kNN stage; the whole DAG of all
-three datasets (121 stages, CIFAR-10's tables and the whole black-box study included) runs with RUN_SLOW=1.
+three datasets (112 stages, CIFAR-10's tables included) and the black-box study (blackbox/dvc.yaml, 9 stages)
+run with RUN_SLOW=1.
 """
 import fnmatch
 import json
@@ -19,7 +20,7 @@ from aaa_core.data import FASHION_MNIST_DEBIAN
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
-COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", "blackbox.yaml", "comparison", "comparison.yaml",
+COPY = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", "blackbox", "blackbox.yaml", "comparison", "comparison.yaml",
         "ablations", "ablations.yaml", ".dvcignore", ".gitignore"]
 # The offline copies `make data` puts in place (the tests never download). Where one is missing (a clone
 # that is not beside ../shared/data, a machine without apt-get), that dataset's stages are left out of the
@@ -28,10 +29,11 @@ OFFLINE_CIFAR10 = ROOT / "data" / "offline" / "cifar10" / "cifar10-jpeg.tar.gz"
 AVAILABLE = {"mnist": True, "cifar10": OFFLINE_CIFAR10.is_file(), "fashion_mnist": FASHION_MNIST_DEBIAN.is_dir()}
 MISSING = {"cifar10": f"{OFFLINE_CIFAR10} missing: `make data` copies it where ../shared/data has it",
            "fashion_mnist": f"{FASHION_MNIST_DEBIAN} missing: `make data` installs it where apt-get works"}
-# the black-box study: its query-only AE's training in the default run (the other three, their suites and
-# the report took the default run past 15 minutes), all of it in the whole-DAG test
+# the black-box study (its own pipeline, blackbox/dvc.yaml): its query-only AE's training in the default run
+# (the other three, their suites and the report took the default run past 15 minutes), all of it in the
+# whole-DAG test
 TARGETS = {"mnist": ["render_tables@mnist", "robustness@mnist-*", "summarize@mnist",
-                     "train_ae_blackbox@mnist-query"],
+                     "blackbox/dvc.yaml:train_ae_blackbox@mnist-query"],
            # CIFAR-10's whole DAG was 6 of the default run's 14 minutes, and its one remaining pipeline kept the
            # default run at the 15-minute limit: CIFAR-10 end to end is in the slow whole-DAG test only (its
            # JPEG fallback label: tests/test_data.py)
@@ -40,8 +42,9 @@ TARGETS = {"mnist": ["render_tables@mnist", "robustness@mnist-*", "summarize@mni
 DEFAULT_TARGETS = [t for ds, targets in TARGETS.items() if AVAILABLE[ds] for t in targets]
 HEADLINE_DEPENDENTS = ("sweep_eps", "render_tables", "train_ae_ensemble", "summarize")
 # the black-box study trains the headline loss's AE four ways (and its suites name the loss)
-BLACKBOX_HEADLINE = ["train_ae_blackbox@mnist-*", "robustness_blackbox@mnist-*"]
-BLACKBOX_DEFAULT = ["train_ae_blackbox@mnist-query"]
+BLACKBOX_HEADLINE = ["blackbox/dvc.yaml:train_ae_blackbox@mnist-*", "blackbox/dvc.yaml:robustness_blackbox@mnist-*"]
+BLACKBOX_DEFAULT = ["blackbox/dvc.yaml:train_ae_blackbox@mnist-query"]
+WHOLE_DAG = ["dvc.yaml", "blackbox/dvc.yaml"]   # the study and the black-box study (comparison/, ablations/: own tests)
 
 
 def run(cmd, cwd, check=True, **extra_env):
@@ -272,9 +275,9 @@ def test_load_defended_gives_one_module(repo):
 def test_the_whole_dag_of_all_three_datasets(tmp_path):
     needs("cifar10")
     needs("fashion_mnist")
-    repo = make_repo(tmp_path, [])
-    # the study's dvc.yaml (what `dvc repro` runs); comparison/ and ablations/ are separate pipelines
-    assert run([DVC, "status", "--json", "dvc.yaml"], repo).stdout.strip() in ("{}", "")
+    repo = make_repo(tmp_path, WHOLE_DAG)
+    for pipeline in WHOLE_DAG:
+        assert run([DVC, "status", "--json", pipeline], repo).stdout.strip() in ("{}", ""), pipeline
     fashion = (repo / "reports" / "fashion_mnist.md").read_text()
     assert all(f"Table {n}" in fashion for n in (4, 5, 8, 9, 10)) and "eps 0.1, step 0.01" in fashion
     assert "illegible" in fashion
