@@ -12,6 +12,7 @@ from contextlib import chdir
 from pathlib import Path
 
 import pytest
+import yaml
 from dvc.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,25 @@ def test_every_committed_stage_is_up_to_date_with_the_code():
     assert not stale, describe(stale)
 
 
+def orphan_lock_entries(repo: Path) -> dict[str, list[str]]:
+    """Per dvc.lock, its entries that name no stage of its pipeline: DVC keeps the entry of a stage that was
+    renamed or removed, and nothing reads it again."""
+    with chdir(repo), Repo(".") as dvc_repo:
+        stages = [(Path(stage.path).parent, stage.addressing.rsplit(":", 1)[-1]) for stage in dvc_repo.index.stages]
+    orphans = {}
+    for folder in sorted({folder for folder, _ in stages}):
+        defined = {name for f, name in stages if f == folder}
+        lock = folder / "dvc.lock"
+        entries = set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
+        if entries - defined:
+            orphans[str(lock.relative_to(repo))] = sorted(entries - defined)
+    return orphans
+
+
+def test_every_lock_entry_is_a_stage_of_its_pipeline():
+    assert orphan_lock_entries(ROOT) == {}
+
+
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory):
     """The repository's tracked files (no data, no models: a fresh clone's state) in a git repository."""
@@ -68,7 +88,17 @@ def copy(tmp_path_factory):
 
 def test_the_check_passes_on_a_copy_and_fails_on_planted_faults(copy):
     # the copy is a fresh clone: every output absent, nothing else
-    assert stale_stages(copy) == {}
+    assert stale_stages(copy) == {} and orphan_lock_entries(copy) == {}
+    # a planted orphan: the entry of a stage that no longer exists
+    lock = copy / "blackbox" / "dvc.lock"
+    original = lock.read_text()
+    entries = yaml.safe_load(original)
+    entries["stages"]["train_ae_blackbox@mnist-removed"] = entries["stages"]["train_ae_blackbox@mnist-query"]
+    lock.write_text(yaml.safe_dump(entries))
+    try:
+        assert orphan_lock_entries(copy) == {"blackbox/dvc.lock": ["train_ae_blackbox@mnist-removed"]}
+    finally:
+        lock.write_text(original)
     # planted faults: a module edited, a params value changed, a metrics file edited, each without a re-run
     faults = {"aaa_core/losses.py": lambda t: t + "\n# edited\n",
               "params.yaml": lambda t: t.replace("knn:", "knn:", 1).replace("k: 10, bpda_tolerance: 0.025",
@@ -89,5 +119,5 @@ def test_the_check_passes_on_a_copy_and_fails_on_planted_faults(copy):
         if name == "params.yaml":
             assert set(stale) == {f"knn_eval@mnist-{ae}-{c}" for ae in ("ae_ce", "ae_mse", "ae_ce_mse")
                                   for c in ("dnn", "fc")}
-        if name.startswith("metrics/"):
-            assert set(stale) == {"evaluate@mnist-dnn"}
+        if name.startswith("metrics/"):   # its stage, and the two that read MNIST's metrics folder
+            assert set(stale) == {"evaluate@mnist-dnn", "summarize@mnist", "render_tables@mnist"}
