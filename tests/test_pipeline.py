@@ -74,7 +74,7 @@ def make_repo(path: Path, targets: list[str]) -> Path:
 
 
 def stages_matching(repo: Path, patterns: list[str]) -> list[str]:
-    names = run([DVC, "stage", "list", "--name-only"], repo).stdout.split()
+    names = run([DVC, "stage", "list", "--all", "--name-only"], repo).stdout.split()   # every pipeline
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
