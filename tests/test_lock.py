@@ -6,6 +6,7 @@ This is the project's rule "committed metrics, reports and dvc.lock come from a 
 code" as a test: a change to a module, a params value or a stage command that was not followed by a re-run
 (or a metrics file edited by hand) fails here, naming the stages and what changed.
 """
+import os
 import shutil
 import subprocess
 from contextlib import chdir
@@ -19,27 +20,67 @@ ROOT = Path(__file__).resolve().parents[1]
 MISSING = ("deleted", "not in cache")   # an output absent from the workspace or the cache: rebuilt by repro
 
 
+def _rel(path: str | Path, root: Path) -> str:
+    return os.path.relpath(os.path.normpath(path), root)
+
+
 def stale_stages(repo: Path) -> dict[str, list[str]]:
-    """Stage -> what makes it stale beyond absent outputs, from `dvc status` over every pipeline."""
+    """Stage -> what makes it disagree with its dvc.lock entry, beyond cached outputs that are absent:
+    what `dvc status` reports over every pipeline (a changed module, params value or command, an edited or
+    missing committed output); what it does not (a dependency, params key or output added to or removed
+    from dvc.yaml, no lock entry at all); and a dependency recorded with another hash than the lock entry
+    of the stage that produces it (one stage re-run, its consumer not)."""
+    repo = repo.resolve()
     with chdir(repo), Repo(".") as dvc_repo:   # stage names relative to the repository
-        outs = [Path(out.fs_path).relative_to(Path.cwd()) for stage in dvc_repo.index.stages for out in stage.outs]
-        produced = {str(p) for out in outs for p in (out, *out.parents)}   # outputs and folders of outputs
+        stages = list(dvc_repo.index.stages)
+        names = {id(stage): stage.addressing for stage in stages}
         status = dvc_repo.status()
-    stale = {}
+    cached = {_rel(out.fs_path, repo) for stage in stages for out in stage.outs if out.use_cache}
+    cached |= {str(parent) for out in list(cached) for parent in Path(out).parents if str(parent) != "."}
+    stale: dict[str, list[str]] = {}
     for stage, entries in status.items():
-        reasons = []
         for entry in entries:
             if isinstance(entry, str):             # "changed command", "always changed", ...
-                reasons.append(entry)
+                stale.setdefault(stage, []).append(entry)
                 continue
             for kind, changes in entry.items():
                 for path, state in changes.items():
                     if isinstance(state, dict):     # a params file: {key: "modified" | "new" | "deleted"}
-                        reasons += [f"{kind}: {path}:{key} {how}" for key, how in state.items()]
-                    elif state not in MISSING or (kind == "changed deps" and path not in produced):
-                        reasons.append(f"{kind}: {path} {state}")
-        if reasons:
-            stale[stage] = reasons
+                        stale.setdefault(stage, []).extend(f"{kind}: {path}:{k} {how}" for k, how in state.items())
+                    elif state not in MISSING or _rel(Path(repo, path), repo) not in cached:
+                        stale.setdefault(stage, []).append(f"{kind}: {path} {state}")
+    locks: dict[Path, dict] = {}
+    produced: dict[str, str] = {}   # output (repository path) -> md5 its producer's lock entry records
+    for stage in stages:
+        folder = Path(stage.path).parent
+        if folder not in locks:
+            lock = folder / "dvc.lock"
+            locks[folder] = yaml.safe_load(lock.read_text())["stages"] if lock.exists() else {}
+        entry = locks[folder].get(stage.name)
+        for out in (entry or {}).get("outs", []):
+            produced[_rel(Path(stage.wdir, out["path"]), repo)] = out.get("md5")
+    for stage in stages:
+        name = names[id(stage)]
+        entry = locks[Path(stage.path).parent].get(stage.name)
+        if entry is None:
+            stale.setdefault(name, []).append("no dvc.lock entry (never run)")
+            continue
+        defined = {"deps": {d.def_path for d in stage.deps if not hasattr(d, "params")},
+                   "outs": {o.def_path for o in stage.outs},
+                   "params": {(d.def_path, key) for d in stage.deps if hasattr(d, "params") for key in d.params}}
+        locked = {"deps": {d["path"] for d in entry.get("deps", [])},
+                  "outs": {o["path"] for o in entry.get("outs", [])},
+                  "params": {(f, key) for f, keys in entry.get("params", {}).items() for key in keys}}
+        for part in ("deps", "outs", "params"):
+            for item in sorted(defined[part] - locked[part], key=str):
+                stale.setdefault(name, []).append(f"{part}: {item} in dvc.yaml, not in dvc.lock")
+            for item in sorted(locked[part] - defined[part], key=str):
+                stale.setdefault(name, []).append(f"{part}: {item} in dvc.lock, no longer in dvc.yaml")
+        for dep in entry.get("deps", []):
+            path = _rel(Path(stage.wdir, dep["path"]), repo)
+            if path in produced and produced[path] != dep.get("md5"):
+                stale.setdefault(name, []).append(f"deps: {dep['path']} recorded with another hash than its "
+                                                  "producer's lock entry")
     return stale
 
 
@@ -86,38 +127,74 @@ def copy(tmp_path_factory):
     return repo
 
 
+def _lock_edit(stage: str, edit):
+    """A planted fault in blackbox/dvc.lock: ``edit(entries)`` changes the parsed lock in place."""
+    def apply(text: str) -> str:
+        entries = yaml.safe_load(text)
+        edit(entries["stages"])
+        return yaml.safe_dump(entries, sort_keys=False)
+    return apply
+
+
+def _dnn_hash_in_evaluate(entries):
+    dep = next(d for d in entries["evaluate@mnist-dnn"]["deps"] if d["path"] == "models/mnist/dnn.pt")
+    dep["md5"] = "0" * 32
+
+
+# planted faults, each without a re-run: file -> edit of its text, and the stages that must be reported
+FAULTS = {
+    "a module edited": ("aaa_core/losses.py", lambda t: t + "\n# edited\n",
+                        {"train_ae@mnist-ce", "blackbox/dvc.yaml:train_ae_blackbox@mnist-query"}),
+    "a params value changed": ("params.yaml", lambda t: t.replace("k: 10, bpda_tolerance: 0.025",
+                                                                  "k: 5, bpda_tolerance: 0.025", 1),
+                               {f"knn_eval@mnist-{ae}-{c}" for ae in ("ae_ce", "ae_mse", "ae_ce_mse")
+                                for c in ("dnn", "fc")}),
+    # its stage, and the two that read MNIST's metrics folder
+    "a metrics file edited": ("metrics/mnist/evaluate/dnn.json",
+                              lambda t: t.replace('"natural_accuracy"', '"natural_accuracy" ', 1),
+                              {"evaluate@mnist-dnn", "summarize@mnist", "render_tables@mnist"}),
+    "a command changed": ("blackbox/dvc.yaml",
+                          lambda t: t.replace("--metrics-dir metrics/blackbox/${item}\n",
+                                              "--metrics-dir metrics/blackbox/${item}/\n", 1),
+                          {"blackbox/dvc.yaml:render_blackbox@mnist"}),
+    "a dependency removed from dvc.yaml": ("blackbox/dvc.yaml",
+                                           lambda t: t.replace("aaa_core/models, aaa_core/stats.py,\n",
+                                                               "aaa_core/models,\n", 1),
+                                           {"blackbox/dvc.yaml:render_blackbox@mnist"}),
+    "a committed output deleted": ("reports/blackbox_mnist.md", None, {"blackbox/dvc.yaml:render_blackbox@mnist"}),
+    "a stage without a lock entry": ("blackbox/dvc.lock",
+                                     _lock_edit("render_blackbox@mnist", lambda e: e.pop("render_blackbox@mnist")),
+                                     {"blackbox/dvc.yaml:render_blackbox@mnist"}),
+    "a dependency's hash not its producer's": ("dvc.lock", None, {"evaluate@mnist-dnn"}),
+}
+
+
 def test_the_check_passes_on_a_copy_and_fails_on_planted_faults(copy):
-    # the copy is a fresh clone: every output absent, nothing else
+    # the copy is a fresh clone: every cached output absent, nothing else
     assert stale_stages(copy) == {} and orphan_lock_entries(copy) == {}
     # a planted orphan: the entry of a stage that no longer exists
     lock = copy / "blackbox" / "dvc.lock"
     original = lock.read_text()
-    entries = yaml.safe_load(original)
-    entries["stages"]["train_ae_blackbox@mnist-removed"] = entries["stages"]["train_ae_blackbox@mnist-query"]
-    lock.write_text(yaml.safe_dump(entries))
+    lock.write_text(_lock_edit("", lambda e: e.update({"train_ae_blackbox@mnist-removed":
+                                                      e["train_ae_blackbox@mnist-query"]}))(original))
     try:
         assert orphan_lock_entries(copy) == {"blackbox/dvc.lock": ["train_ae_blackbox@mnist-removed"]}
     finally:
         lock.write_text(original)
-    # planted faults: a module edited, a params value changed, a metrics file edited, each without a re-run
-    faults = {"aaa_core/losses.py": lambda t: t + "\n# edited\n",
-              "params.yaml": lambda t: t.replace("knn:", "knn:", 1).replace("k: 10, bpda_tolerance: 0.025",
-                                                                           "k: 5, bpda_tolerance: 0.025", 1),
-              "metrics/mnist/evaluate/dnn.json": lambda t: t.replace('"natural_accuracy"', '"natural_accuracy" ', 1)}
-    for name, edit in faults.items():
-        original = (copy / name).read_text()
-        (copy / name).write_text(edit(original))
-        assert (copy / name).read_text() != original, name
+    for fault, (name, edit, expected) in FAULTS.items():
+        path = copy / name
+        original = path.read_text()
+        if name == "dvc.lock":
+            edit = _lock_edit("evaluate@mnist-dnn", _dnn_hash_in_evaluate)
+        if edit is None:
+            path.unlink()
+        else:
+            path.write_text(edit(original))
+            assert path.read_text() != original, fault
         try:
             stale = stale_stages(copy)
         finally:
-            (copy / name).write_text(original)
-        assert stale, f"editing {name} went unnoticed"
-        if name == "aaa_core/losses.py":
-            assert "train_ae@mnist-ce" in stale and "prepare_data@mnist" not in stale
-            assert "blackbox/dvc.yaml:train_ae_blackbox@mnist-query" in stale
-        if name == "params.yaml":
-            assert set(stale) == {f"knn_eval@mnist-{ae}-{c}" for ae in ("ae_ce", "ae_mse", "ae_ce_mse")
-                                  for c in ("dnn", "fc")}
-        if name.startswith("metrics/"):   # its stage, and the two that read MNIST's metrics folder
-            assert set(stale) == {"evaluate@mnist-dnn", "summarize@mnist", "render_tables@mnist"}
+            path.write_text(original)
+        assert expected <= set(stale), f"{fault}: {sorted(expected - set(stale))} not reported ({stale})"
+        assert "prepare_data@mnist" not in stale, fault
+    assert stale_stages(copy) == {}
