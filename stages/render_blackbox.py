@@ -21,7 +21,7 @@ def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise AAAError(f"{path}: missing; run the train_ae_blackbox(_transfer) and robustness_blackbox stages") from None
+        raise AAAError(f"{path}: missing; run the black-box study, `dvc repro blackbox/dvc.yaml`") from None
     except json.JSONDecodeError as err:
         raise AAAError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from None
 

@@ -233,7 +233,7 @@ def test_a_knob_makes_exactly_its_readers_stale(committed_repo, key, value, read
 
 
 def params_file_readers(name: str) -> dict[str, list[str]]:
-    """Every stage (of all three pipelines) with the keys it tracks from the params file ``name``."""
+    """Every stage (of all four pipelines) with the keys it tracks from the params file ``name``."""
     with Repo(str(ROOT)) as repo:
         return {stage.addressing.rsplit(":", 1)[-1]: sorted(key for dep in stage.deps if hasattr(dep, "params")
                                                             and dep.def_path.endswith(name) for key in dep.params)
