@@ -3,6 +3,11 @@ dataset, for every pipeline (dvc.yaml, blackbox/, comparison/, ablations/), and 
 
     python benchmarks/stage_times.py            # the table
     python benchmarks/stage_times.py --stages   # every stage
+    python benchmarks/stage_times.py --changed aaa_core/knn.py   # what editing a file costs to re-run
+
+With --changed (files, repeatable): the stages that depend on them and everything downstream (what
+`dvc repro -P` re-runs), and, on a clone without the DVC cache (a fresh clone), the stages upstream of
+those whose outputs they read (rebuilt first, unchanged), with their times.
 
 Reads only committed files (each pipeline's dvc.lock for its stages and their metrics outputs, and the
 `seconds` each stage writes into its metrics JSON). A stage whose metrics record no time (the renders)
@@ -40,10 +45,57 @@ def stage_seconds(root: Path = ROOT) -> dict[str, dict[str, float]]:
     return out
 
 
+def rebuild(changed: list[str], root: Path = ROOT) -> tuple[list[str], list[str]]:
+    """(stale stages, upstream stages a clone without the cache rebuilds first) for files ``changed``."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = {stage.addressing: stage for stage in repo.index.stages}
+        rel = lambda p: str(Path(p).resolve().relative_to(root.resolve()))   # noqa: E731
+        outs = {rel(o.fs_path): name for name, stage in stages.items() for o in stage.outs}
+        cached = {rel(o.fs_path) for stage in stages.values() for o in stage.outs if o.use_cache}
+        deps = {name: [rel(d.fs_path) for d in stage.deps] for name, stage in stages.items()}
+
+    def producers(name: str, only_cached: bool = False) -> set[str]:
+        """The stages whose outputs ``name`` reads (only those a clone lacks: with only_cached; git holds
+        the rest, metrics and reports)."""
+        return {outs[o] for d in deps[name] for o in outs if (o == d or o.startswith(d.rstrip("/") + "/"))
+                and (o in cached or not only_cached)}
+
+    touched = {rel(root / c) for c in changed}
+    stale = {n for n, ds in deps.items()
+             if any(t == d or t.startswith(d.rstrip("/") + "/") for t in touched for d in ds)}
+    grew = True
+    while grew:   # everything downstream of a stale stage
+        more = {n for n in deps if n not in stale and producers(n) & stale}
+        stale |= more
+        grew = bool(more)
+    upstream, todo = set(), list(stale)
+    while todo:   # the unchanged stages whose outputs the stale ones read, transitively
+        for p in producers(todo.pop(), only_cached=True):
+            if p not in stale and p not in upstream:
+                upstream.add(p)
+                todo.append(p)
+    return sorted(stale), sorted(upstream)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", action="store_true", help="every stage, not only the families")
+    parser.add_argument("--changed", action="append", default=[], metavar="FILE",
+                        help="a file whose edit to price (repeatable)")
     args = parser.parse_args()
+    if args.changed:
+        times = {(name if pipeline == "dvc.yaml" else f"{pipeline}:{name}"): seconds
+                 for pipeline, stages in stage_seconds().items() for name, seconds in stages.items()}
+        stale, upstream = rebuild(args.changed)
+        for label, names in (("re-run (changed or downstream)", stale), ("rebuilt first on a fresh clone", upstream)):
+            print(f"{label}: {len(names)} stage(s), {sum(times.get(n, 0) for n in names) / 60:.1f} minutes")
+            if args.stages:
+                print("".join(f"  {n} {times.get(n, 0) / 60:.1f}\n" for n in names), end="")
+        print(f"in all: {sum(times.get(n, 0) for n in stale + upstream) / 60:.1f} minutes of stage time "
+              f"(plus about 3.5 s a stage of Python and DVC)")
+        return
     grand = 0.0
     for pipeline, stages in stage_seconds().items():
         families: dict[tuple[str, str], list[float]] = defaultdict(list)
