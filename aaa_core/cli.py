@@ -4,7 +4,8 @@
     aaa fit --classifier my_models:net --dataset mnist --access query --out ae_query.pt
     aaa evaluate --classifier my_models:net --weights net.pt --ae ae.pt --dataset folder:images/ --metrics m.json
 
-``--dataset`` is mnist, fashion_mnist or cifar10 (the prepared file ``data/<dataset>/<dataset>.pt`` that
+``--device`` is auto (the CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N; the metrics record
+which ran. ``--dataset`` is mnist, fashion_mnist or cifar10 (the prepared file ``data/<dataset>/<dataset>.pt`` that
 ``dvc repro prepare_data@<dataset>`` writes, or ``--data``), or ``folder:PATH``, an image-folder tree of
 your own. Defaults for the threat and the budget come from params.yaml's sections of a named dataset (at
 its ``scale``); a folder dataset needs ``--eps`` and takes the defaults shown by ``--help``.
@@ -55,28 +56,49 @@ def _blackbox_defaults(params_path: Path | None, dataset: str, scale: str):
     return load_blackbox(path, dataset, scale) if dataset in raw else None
 
 
-def _dataset(name: str, data: Path | None, seed: int) -> dict:
+def _dataset(name: str, data: Path | None, seed: int, device: torch.device) -> dict:
+    """The dataset with its images and labels resident on ``device``."""
     from aaa_core.custom import load_folder_dataset
     from aaa_core.runtime import load_prepared
 
     if name.startswith(FOLDER):
-        return load_folder_dataset(name[len(FOLDER):], seed=seed)
+        folder = load_folder_dataset(name[len(FOLDER):], seed=seed)
+        return {**folder, **{k: folder[k].to(device) for k in ("x_train", "y_train", "x_test", "y_test")}}
     if name not in INPUT_SHAPES:
         raise click.BadParameter(f"{name!r}: expected one of {', '.join(INPUT_SHAPES)} or folder:PATH",
                                  param_hint="--dataset")
     path = data or Path("data") / name / f"{name}.pt"
     if not path.is_file():
         raise AAAError(f"{path}: missing; run `dvc repro prepare_data@{name}` first, or pass --data")
-    return load_prepared(path)
+    return load_prepared(path, device)
+
+
+def _device(name: str) -> torch.device:
+    """``--device`` as a torch device; on CUDA, convolutions and matrix products in exact float32 (no TF32):
+    the attacks' numbers must not depend on the GPU's reduced-precision modes."""
+    from aaa_core.runtime import DeviceError, resolve_device
+
+    try:
+        device = resolve_device(name)
+    except DeviceError as err:
+        raise click.BadParameter(str(err).removeprefix("params: "), param_hint="--device") from None
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device
 
 
 def _pick(value, default):
     return default if value is None else value
 
 
-def _environment() -> dict:
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "device": "cpu", "python": platform.python_version(),
-            "command": " ".join(sys.argv)}
+def _environment(device: torch.device, bf16_training: bool | None = None) -> dict:
+    """Where and how the command ran: the device and its name, precision, torch and CUDA versions, the command."""
+    from aaa_core.runtime import describe_runtime
+
+    return {**describe_runtime(device, bf16_training=bf16_training),
+            "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
+            "python": platform.python_version(), "command": " ".join(sys.argv)}
 
 
 class _Main(click.Group):
@@ -107,13 +129,15 @@ def _common(f):
                      default=None, help="params.yaml to take defaults from (default: ./params.yaml if present)."),
         click.option("--eps", type=float, default=None, help="L-inf radius, pixels in [0, 1] (params: threat)."),
         click.option("--seed", type=int, default=None, help="(params: seed; 0 without params)"),
+        click.option("--device", "device_name", default="auto", show_default=True,
+                     help="auto (the CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
+def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name):
     from aaa_core.custom import check_classifier, load_classifier
     from aaa_core.evaluate import predictions
     from aaa_core.runtime import seed_everything
@@ -123,11 +147,12 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
     if named and params is None:
         raise AAAError("a named dataset takes its defaults from params.yaml: run in the repository or pass --params")
     seed = _pick(seed, params.seed if params else 0)
+    device = _device(device_name)
     seed_everything(seed)
-    data_ = _dataset(dataset, data, seed)
+    data_ = _dataset(dataset, data, seed, device)
     shape = tuple(data_["x_train"].shape[1:])
     classes = len(data_["classes"]) if "classes" in data_ else int(max(data_["y_train"].max(), data_["y_test"].max())) + 1
-    classifier = load_classifier(classifier_spec, weights)
+    classifier = load_classifier(classifier_spec, weights).to(device)
     check_classifier(classifier, shape, classes, f"--classifier {classifier_spec}")
     bare = (predictions(classifier, data_["x_test"]) == data_["y_test"]).float().mean().item()
     click.echo(f"the classifier alone: {bare:.2%} natural accuracy on {len(data_['x_test'])} test images", err=True)
@@ -141,7 +166,7 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
         eps = params.attack(dataset).eps
     if not 0 < eps <= 1:
         raise click.BadParameter(f"{eps} is out of range: expected in (0, 1]", param_hint="--eps")
-    return params, named, seed, data_, shape, classifier, eps
+    return params, named, seed, data_, shape, classifier, eps, device
 
 
 @main.command()
@@ -169,8 +194,9 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The AE checkpoint.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Training metrics JSON (default: OUT with .json).")
-def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, access, epochs, epoch_images, steps,
-        alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size, out, metrics_path):
+def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, loss, access, epochs,
+        epoch_images, steps, alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size,
+        out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
     from aaa_core.blackbox import QueryOnly, ZeroOrder, pretrain_ae
     from aaa_core.checkpoints import write_json
@@ -182,8 +208,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
     from aaa_core.training import TrainConfig, train_ae, training_attack
 
     start = time.perf_counter()
-    params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
-                                                                params_path, eps, seed)
+    params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
+                                                                        params_path, eps, seed, device_name)
     if named:
         adv, train, split = (params.section(s, dataset) for s in ("adversarial", "train", "split"))
         bb = _blackbox_defaults(params_path, dataset, params.scale)
@@ -222,7 +248,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
         target = ZeroOrder(blackbox, directions=_pick(directions, defaults["directions"]),
                            smoothing=_pick(smoothing, defaults["smoothing"]))
     ae, arch, arch_kwargs = build_ae(dataset, shape, zoo_kwargs)
-    click.echo(f"{dataset}: {len(x)} training images {shape}, AE {arch}, loss {loss}, access {access}, "
+    ae = ae.to(device)
+    click.echo(f"{dataset}: {len(x)} training images {shape} on {device}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)
     warm_epochs = _pick(warm_epochs, defaults["warm_epochs"])
     warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=warm_epochs, eps_ramp=0),
@@ -244,7 +271,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
     metrics = {**description, "natural_test_accuracy": natural, "n_test": len(data_["x_test"]),
                "classifier_natural_test_accuracy": data_["classifier_natural_accuracy"], "warm_start_history": warm,
                "history": history,
-               "environment": _environment(), "seconds": round(time.perf_counter() - start, 1)}
+               "environment": _environment(device, bf16_training=cfg.bf16),
+               "seconds": round(time.perf_counter() - start, 1)}
     write_json(metrics, metrics_path or out.with_suffix(".json"))
     click.echo(f"wrote {out}: natural accuracy of AE + classifier {percent_with_interval(natural, len(data_['x_test']))}% "
                f"(95% Wilson interval) on {len(data_['x_test'])} test images"
@@ -265,8 +293,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, loss, a
 @click.option("--apgd-steps", type=click.IntRange(1), default=None, help="suite: APGD iterations (folder: 50)")
 @click.option("--square-queries", type=click.IntRange(1), default=None, help="suite: Square's queries (folder: 1000)")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae_path, subset, suite, pgd_steps,
-             apgd_steps, square_queries, metrics_path):
+def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, ae_path, subset, suite,
+             pgd_steps, apgd_steps, square_queries, metrics_path):
     """Natural accuracy, PGD (the paper's protocol) and the adaptive suite for AE + your classifier."""
     from aaa_core.checkpoints import write_json
     from aaa_core.custom import defend
@@ -275,8 +303,8 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
     from aaa_core.suite import SuiteConfig
 
     start = time.perf_counter()
-    params, named, seed, data_, shape, classifier, eps = _setup(classifier_spec, weights, dataset, data,
-                                                                params_path, eps, seed)
+    params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
+                                                                        params_path, eps, seed, device_name)
     model = defend(classifier, ae_path, shape) if ae_path else classifier.eval()
     if named:
         threat, budget = params.attack(dataset), params.section("suite", dataset)
@@ -321,7 +349,7 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, ae
                             for k, v in zip(eval_steps, metrics["robust_accuracy"].values()))
         metrics["wilson_95"] = {f"pgd{k}": wilson_interval(int(flags[k].sum()), len(x)) for k in eval_steps}
     failed = [c for c in metrics.get("checks", []) if not c["passed"]]
-    metrics.update(sanity_passed=not failed, environment=_environment(),
+    metrics.update(sanity_passed=not failed, environment=_environment(device),
                    seconds=round(time.perf_counter() - start, 1))
     write_json(metrics, metrics_path)
     n_test = len(data_["x_test"])

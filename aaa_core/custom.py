@@ -69,10 +69,18 @@ def load_classifier(spec: str, weights: str | Path | None = None) -> nn.Module:
     return model.eval()
 
 
+def module_device(model: nn.Module) -> torch.device:
+    """Where a module's parameters (or, without any, its buffers) live; the CPU for a module with neither."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def check_classifier(model: nn.Module, shape: tuple[int, ...], classes: int | None, name: str) -> None:
-    """A zero batch of ``shape`` images must come out as (N, classes) logits (any number of them for
-    ``classes=None``)."""
-    x = torch.zeros(2, *shape)
+    """A zero batch of ``shape`` images, on the model's device, must come out as (N, classes) logits (any
+    number of them for ``classes=None``)."""
+    x = torch.zeros(2, *shape, device=module_device(model))
     try:
         with torch.no_grad():
             got = tuple(model(x).shape)
@@ -120,12 +128,14 @@ def read_image_folder(path: str | Path, *, channels: int | None = None) -> tuple
                                 "image: resize your images to one size")
         images.append(array.view(*shape).permute(2, 0, 1))
         labels.append(label)
-    return torch.stack(images).float().div_(255), torch.tensor(labels), classes
+    # read on the CPU (the caller moves the tensors to its device)
+    return torch.stack(images).float().div_(255), torch.tensor(labels, device="cpu"), classes
 
 
 def load_folder_dataset(path: str | Path, *, seed: int = 0, test_fraction: float = 0.2) -> dict:
     """``PATH/train`` and ``PATH/test`` (each an image folder), or one image folder split at random (seeded)
-    into train and test. Same keys as a prepared dataset: x_train, y_train, x_test, y_test, label, classes."""
+    into train and test. Same keys as a prepared dataset: x_train, y_train, x_test, y_test, label, classes; on
+    the CPU, and the split drawn there, so that it is the same whatever device the data go to next."""
     root = Path(path)
     if (root / "train").is_dir() and (root / "test").is_dir():
         x, y, classes = read_image_folder(root / "train")
@@ -136,11 +146,11 @@ def load_folder_dataset(path: str | Path, *, seed: int = 0, test_fraction: float
             raise DataFileError(f"{root}/test: images of {tuple(x_test.shape[1:])}, expected {tuple(x.shape[1:])} "
                                 f"like {root}/train's")
         # folders are read class by class: shuffle (seeded) so that the first n test images span the classes
-        order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(seed), device="cpu")
         x_test, y_test = x_test[order], y_test[order]
     else:
         images, labels, classes = read_image_folder(root)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed), device="cpu")
         n_test = max(1, round(test_fraction * len(images)))
         x, y = images[order[n_test:]], labels[order[n_test:]]
         x_test, y_test = images[order[:n_test]], labels[order[:n_test]]
@@ -183,8 +193,9 @@ def build_ae(dataset: str, shape: tuple[int, ...], zoo_kwargs: dict | None = Non
 
 def save_ae(ae: nn.Module, path: str | Path, *, dataset: str, arch: str, arch_kwargs: dict,
             input_shape: tuple[int, ...], **meta: Any) -> None:
-    """A self-describing AE checkpoint; the paper's datasets' AEs are ordinary ``load_model`` checkpoints."""
-    state = ae.state_dict()
+    """A self-describing AE checkpoint; the paper's datasets' AEs are ordinary ``load_model`` checkpoints.
+    The weights are saved from the CPU whatever device the AE trained on, so the file loads anywhere."""
+    state = {name: tensor.detach().cpu() for name, tensor in ae.state_dict().items()}
     save_torch({"kind": "ae", "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs,
                 "meta": {**meta, "input_shape": list(input_shape)}, "weights_sha256": weights_sha256(state),
                 "state_dict": state}, path)
@@ -209,13 +220,15 @@ def load_ae(path: str | Path) -> tuple[nn.Module, dict]:
 
 def defend(classifier: nn.Module, ae_path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """Your classifier behind an AE trained by ``aaa fit``: one ``nn.Module`` from [0, 1] images to logits,
-    in eval mode. With ``input_shape`` (C, H, W), refused, naming the file, when the AE was trained on images
-    of another shape; the classifier must map the AE's images to logits."""
+    in eval mode, on the classifier's device. With ``input_shape`` (C, H, W), refused, naming the file, when the
+    AE was trained on images of another shape; the classifier must map the AE's images to logits."""
     ae, info = load_ae(ae_path)
+    device = module_device(classifier)
+    ae = ae.to(device)
     shape = tuple(info["meta"].get("input_shape") or INPUT_SHAPES[info["dataset"]])
     if input_shape is not None and tuple(input_shape) != shape:
         raise CheckpointError(f"{ae_path}: trained on images of shape {shape}, these have {tuple(input_shape)}")
-    x = torch.zeros(2, *shape)
+    x = torch.zeros(2, *shape, device=device)
     with torch.no_grad():
         out = ae(x)
     if tuple(out.shape) != tuple(x.shape):

@@ -176,3 +176,43 @@ def test_sixteen_bit_images_and_mismatched_test_images_are_refused(tmp_path):
     make_folder(tmp_path / "b" / "test", n=2, size=20)
     with pytest.raises(DataFileError, match=r"b/test: images of \(3, 20, 20\), expected \(3, 16, 16\)"):
         load_folder_dataset(tmp_path / "b")
+
+
+EVALUATE = ["evaluate", "--classifier", "my_models:net", "--weights", "net.pt", "--dataset", "folder:images",
+            "--eps", "0.1", "--ae", "ae.pt", "--no-suite", "--metrics", "eval.json"]
+
+
+def test_the_device_is_recorded_and_nothing_is_created_off_it(workspace):
+    """--device: the metrics name where fit and evaluate ran; while they run, no tensor factory called from
+    aaa_core (the command and custom.py included) leaves out its device, the check that finds a stray CPU
+    tensor on a CPU-only machine (tests/test_devices.py, where it is shown failing on a planted fault)."""
+    from test_devices import StrayFactories
+
+    with StrayFactories() as mode:
+        assert invoke(*FIT, "--device", "cpu", "--out", "ae.pt").exit_code == 0
+        assert invoke(*EVALUATE, "--device", "cpu").exit_code == 0
+    assert not mode.strays, mode.strays
+    fit_env = json.loads((workspace / "ae.json").read_text())["environment"]
+    eval_env = json.loads((workspace / "eval.json").read_text())["environment"]
+    assert fit_env["device"] == eval_env["device"] == "cpu" and fit_env["device_name"] == eval_env["device_name"]
+    assert fit_env["training_precision"] == "float32" and eval_env["evaluation_precision"] == "float32"
+
+
+@pytest.mark.parametrize("device, message", [("cuda", "asked for a CUDA GPU, but this machine has 0 usable"),
+                                             ("gpu", "device must be auto, cpu, cuda or cuda:N")])
+def test_a_device_this_machine_lacks_is_one_line_naming_the_option(workspace, monkeypatch, device, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(main, [*FIT, "--device", device, "--out", "x.pt"])
+    assert result.exit_code == 2 and "--device" in result.output and message in result.output
+    assert "Traceback" not in result.output and not (workspace / "x.pt").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_and_evaluate_on_a_gpu(workspace):
+    assert invoke(*FIT, "--device", "cuda", "--out", "ae.pt").exit_code == 0
+    assert invoke(*EVALUATE, "--device", "cuda").exit_code == 0
+    env = json.loads((workspace / "eval.json").read_text())["environment"]
+    assert env["device"].startswith("cuda") and env["tf32"] is False and env["cudnn_tf32"] is False
+    # the AE file loads anywhere: its weights were saved from the CPU
+    ae, _ = load_ae(workspace / "ae.pt")
+    assert all(p.device.type == "cpu" for p in ae.parameters())
