@@ -172,6 +172,9 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 @main.command()
 @_common
 @click.option("--loss", type=click.Choice(["ce", "mse", "ce_mse"]), default=None, help="(params: loss)")
+@click.option("--mse-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="ce_mse only: L = ce + W * mse (default 1, the paper's; at 1 the MSE term is about 1% of the loss, "
+                   "reports/ablations_mnist.md measures 10 and 100)")
 @click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
               help="gradient: white-box AAA; query: the classifier is only queried (zeroth-order gradients).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
@@ -194,10 +197,11 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The AE checkpoint.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Training metrics JSON (default: OUT with .json).")
-def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, loss, access, epochs,
+def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, loss, mse_weight, access, epochs,
         epoch_images, steps, alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size,
         out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
+    from aaa_core.ablation import weighted_ce_mse
     from aaa_core.blackbox import QueryOnly, ZeroOrder, pretrain_ae
     from aaa_core.checkpoints import write_json
     from aaa_core.custom import build_ae, save_ae
@@ -228,6 +232,9 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         n = len(data_["x_train"])
         default_val, where, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), "10%", None
     loss = _pick(loss, defaults["loss"])
+    if mse_weight is not None and loss != "ce_mse":
+        raise click.BadParameter(f"weighs the MSE term of the ce_mse loss; this run's loss is {loss}",
+                                 param_hint="--mse-weight")
     cfg = TrainConfig(epochs=_pick(epochs, defaults["epochs"]), batch_size=_pick(batch_size, defaults["batch_size"]),
                       lr=_pick(lr, defaults["lr"]), lr_patience=defaults["lr_patience"], seed=seed,
                       epoch_images=_pick(epoch_images, defaults["epoch_images"]),
@@ -254,12 +261,14 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
     warm_epochs = _pick(warm_epochs, defaults["warm_epochs"])
     warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=warm_epochs, eps_ramp=0),
                        log=lambda line: click.echo(line, err=True)) if warm_epochs else []
-    history = train_ae(ae, [target], get_loss(loss), x, y, x_val, y_val, cfg, attack=training_attack(attack_cfg),
+    loss_fn = weighted_ce_mse(mse_weight) if mse_weight is not None else get_loss(loss)
+    history = train_ae(ae, [target], loss_fn, x, y, x_val, y_val, cfg, attack=training_attack(attack_cfg),
                        log=lambda line: click.echo(line, err=True))
     ae.eval()
     images = cfg.epochs * (cfg.epoch_images or len(x))
     description = {"dataset": dataset, "classifier": classifier_spec, "weights": str(weights) if weights else None,
-                   "loss": loss, "access": access, "train": asdict(cfg), "attack": attack_cfg.describe(),
+                   "loss": loss, "mse_weight": _pick(mse_weight, 1.0) if loss == "ce_mse" else None,
+                   "warm_epochs": warm_epochs, "access": access, "train": asdict(cfg), "attack": attack_cfg.describe(),
                    "n_train": len(x), "n_val": len(x_val), "arch": arch, "arch_kwargs": arch_kwargs}
     if blackbox is not None:
         description["blackbox"] = {"directions": target.directions, "smoothing": target.smoothing,

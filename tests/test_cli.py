@@ -216,3 +216,14 @@ def test_fit_and_evaluate_on_a_gpu(workspace):
     # the AE file loads anywhere: its weights were saved from the CPU
     ae, _ = load_ae(workspace / "ae.pt")
     assert all(p.device.type == "cpu" for p in ae.parameters())
+
+
+def test_the_mse_weight_of_ce_mse_is_an_option_and_recorded(workspace):
+    assert invoke(*FIT, "--loss", "ce_mse", "--mse-weight", "10", "--out", "ae10.pt").exit_code == 0
+    assert invoke(*FIT, "--loss", "ce_mse", "--out", "ae1.pt").exit_code == 0
+    w10, w1 = (json.loads((workspace / f"ae{w}.json").read_text()) for w in (10, 1))
+    assert (w10["mse_weight"], w1["mse_weight"], w1["warm_epochs"]) == (10.0, 1.0, 0)
+    # the same seed, batches and attack starts: only the loss differs, so the training losses do
+    assert w10["history"][0]["loss"] > w1["history"][0]["loss"]
+    result = CliRunner().invoke(main, [*FIT, "--loss", "ce", "--mse-weight", "10", "--out", "x.pt"])
+    assert result.exit_code == 2 and "--mse-weight" in result.output and "this run's loss is ce" in result.output
