@@ -24,6 +24,15 @@ def _rel(path: str | Path, root: Path) -> str:
     return os.path.relpath(os.path.normpath(path), root)
 
 
+def _lock_entries(stages) -> dict[Path, dict]:
+    """Each pipeline's folder -> the entries of its dvc.lock ({} where it has none yet)."""
+    locks = {}
+    for folder in {Path(stage.path).parent for stage in stages}:
+        lock = folder / "dvc.lock"
+        locks[folder] = yaml.safe_load(lock.read_text())["stages"] if lock.exists() else {}
+    return locks
+
+
 def stale_stages(repo: Path) -> dict[str, list[str]]:
     """Stage -> what makes it disagree with its dvc.lock entry, beyond cached outputs that are absent:
     what `dvc status` reports over every pipeline (a changed module, params value or command, an edited or
@@ -49,14 +58,10 @@ def stale_stages(repo: Path) -> dict[str, list[str]]:
                         stale.setdefault(stage, []).extend(f"{kind}: {path}:{k} {how}" for k, how in state.items())
                     elif state not in MISSING or _rel(Path(repo, path), repo) not in cached:
                         stale.setdefault(stage, []).append(f"{kind}: {path} {state}")
-    locks: dict[Path, dict] = {}
+    locks = _lock_entries(stages)
     produced: dict[str, str] = {}   # output (repository path) -> md5 its producer's lock entry records
     for stage in stages:
-        folder = Path(stage.path).parent
-        if folder not in locks:
-            lock = folder / "dvc.lock"
-            locks[folder] = yaml.safe_load(lock.read_text())["stages"] if lock.exists() else {}
-        entry = locks[folder].get(stage.name)
+        entry = locks[Path(stage.path).parent].get(stage.name)
         for out in (entry or {}).get("outs", []):
             produced[_rel(Path(stage.wdir, out["path"]), repo)] = out.get("md5")
     for stage in stages:
@@ -100,14 +105,12 @@ def orphan_lock_entries(repo: Path) -> dict[str, list[str]]:
     """Per dvc.lock, its entries that name no stage of its pipeline: DVC keeps the entry of a stage that was
     renamed or removed, and nothing reads it again."""
     with chdir(repo), Repo(".") as dvc_repo:
-        stages = [(Path(stage.path).parent, stage.addressing.rsplit(":", 1)[-1]) for stage in dvc_repo.index.stages]
+        stages = list(dvc_repo.index.stages)
     orphans = {}
-    for folder in sorted({folder for folder, _ in stages}):
-        defined = {name for f, name in stages if f == folder}
-        lock = folder / "dvc.lock"
-        entries = set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
-        if entries - defined:
-            orphans[str(lock.relative_to(repo))] = sorted(entries - defined)
+    for folder, entries in sorted(_lock_entries(stages).items()):
+        extra = set(entries) - {stage.name for stage in stages if Path(stage.path).parent == folder}
+        if extra:
+            orphans[str((folder / "dvc.lock").relative_to(repo.resolve()))] = sorted(extra)
     return orphans
 
 
@@ -127,49 +130,46 @@ def copy(tmp_path_factory):
     return repo
 
 
-# planted faults, each without a re-run: file, edit of its text (None: delete the file), and a stage that must
-# be reported with a reason naming the fault. They go in together (a status run costs 5-10 s), each found by
-# its own reason; the missing lock entry goes alone (a stage without an entry has nothing else to compare).
-FAULTS = {
-    "a module edited": ("aaa_core/losses.py", lambda t: t + "\n# edited\n",
-                        {"train_ae@mnist-ce": "aaa_core/losses.py modified",
-                         "blackbox/dvc.yaml:train_ae_blackbox@mnist-query": "aaa_core/losses.py modified"}),
-    "a params value changed": ("params.yaml", lambda t: t.replace("k: 10, bpda_tolerance: 0.025",
-                                                                  "k: 5, bpda_tolerance: 0.025", 1),
-                               {"knn_eval@mnist-ae_ce-fc": "params.yaml:knn.mnist modified"}),
-    "a metrics file edited": ("metrics/mnist/evaluate/dnn.json",
-                              lambda t: t.replace('"natural_accuracy"', '"natural_accuracy" ', 1),
-                              {"evaluate@mnist-dnn": "metrics/mnist/evaluate/dnn.json modified",
-                               "summarize@mnist": "metrics/mnist modified"}),
-    "a command changed": ("blackbox/dvc.yaml",
-                          lambda t: t.replace("--metrics-dir metrics/blackbox/${item}\n",
-                                              "--metrics-dir metrics/blackbox/${item}/\n", 1)
-                          .replace("aaa_core/models, aaa_core/stats.py,\n", "aaa_core/models,\n", 1),
-                          {"blackbox/dvc.yaml:render_blackbox@mnist": "changed command"}),
-    # the same edit of blackbox/dvc.yaml as above (one file, both faults)
-    "a dependency removed from dvc.yaml": ("blackbox/dvc.yaml", None,
-                                           {"blackbox/dvc.yaml:render_blackbox@mnist":
-                                            "aaa_core/stats.py in dvc.lock, no longer in dvc.yaml"}),
-    "a committed output deleted": ("reports/blackbox_mnist.md", None,
-                                   {"blackbox/dvc.yaml:render_blackbox@mnist": "reports/blackbox_mnist.md deleted"}),
-    "a dependency's hash not its producer's": ("dvc.lock", None,
-                                               {"evaluate@mnist-dnn": "models/mnist/dnn.pt recorded with another hash"}),
-}
-
-
-def _no_dnn_hash_in_evaluate(text: str) -> str:
-    entries = yaml.safe_load(text)
-    dep = next(d for d in entries["stages"]["evaluate@mnist-dnn"]["deps"] if d["path"] == "models/mnist/dnn.pt")
-    dep["md5"] = "0" * 32
-    return yaml.safe_dump(entries, sort_keys=False)
-
-
-def _without_entry(name: str):
+def _lock_edit(mutate):
+    """An edit of a dvc.lock's text: ``mutate`` changes its parsed stage entries in place."""
     def edit(text: str) -> str:
         entries = yaml.safe_load(text)
-        entries["stages"].pop(name)
+        mutate(entries["stages"])
         return yaml.safe_dump(entries, sort_keys=False)
     return edit
+
+
+def _zero_dnn_hash_in_evaluate(stages: dict) -> None:
+    next(d for d in stages["evaluate@mnist-dnn"]["deps"] if d["path"] == "models/mnist/dnn.pt")["md5"] = "0" * 32
+
+
+# planted faults, each without a re-run: the edits (file -> edit of its text, None: delete it), applied
+# together (a status run costs 5-10 s), and per fault a stage that must be reported with a reason naming it.
+# The missing lock entry goes alone (a stage without an entry has nothing else to compare).
+EDITS = {
+    "aaa_core/losses.py": lambda t: t + "\n# edited\n",
+    "params.yaml": lambda t: t.replace("k: 10, bpda_tolerance: 0.025", "k: 5, bpda_tolerance: 0.025", 1),
+    "metrics/mnist/evaluate/dnn.json": lambda t: t.replace('"natural_accuracy"', '"natural_accuracy" ', 1),
+    # a command changed, and a dependency removed from dvc.yaml
+    "blackbox/dvc.yaml": lambda t: t.replace("--metrics-dir metrics/blackbox/${item}\n",
+                                             "--metrics-dir metrics/blackbox/${item}/\n", 1)
+                                    .replace("aaa_core/models, aaa_core/stats.py,\n", "aaa_core/models,\n", 1),
+    "reports/blackbox_mnist.md": None,
+    "dvc.lock": _lock_edit(_zero_dnn_hash_in_evaluate),
+}
+FAULTS = {
+    "a module edited": {"train_ae@mnist-ce": "aaa_core/losses.py modified",
+                        "blackbox/dvc.yaml:train_ae_blackbox@mnist-query": "aaa_core/losses.py modified"},
+    "a params value changed": {"knn_eval@mnist-ae_ce-fc": "params.yaml:knn.mnist modified"},
+    # its stage, and one that reads MNIST's metrics folder
+    "a metrics file edited": {"evaluate@mnist-dnn": "metrics/mnist/evaluate/dnn.json modified",
+                              "summarize@mnist": "metrics/mnist modified"},
+    "a command changed": {"blackbox/dvc.yaml:render_blackbox@mnist": "changed command"},
+    "a dependency removed from dvc.yaml": {"blackbox/dvc.yaml:render_blackbox@mnist":
+                                           "aaa_core/stats.py in dvc.lock, no longer in dvc.yaml"},
+    "a committed output deleted": {"blackbox/dvc.yaml:render_blackbox@mnist": "reports/blackbox_mnist.md deleted"},
+    "a dependency's hash not its producer's": {"evaluate@mnist-dnn": "models/mnist/dnn.pt recorded with another hash"},
+}
 
 
 def _planted(copy: Path, edits: dict):
@@ -188,27 +188,23 @@ def test_the_check_passes_on_a_copy_and_fails_on_planted_faults(copy):
     # the copy is a fresh clone: every cached output absent, nothing else
     assert stale_stages(copy) == {} and orphan_lock_entries(copy) == {}
     # a planted orphan: the entry of a stage that no longer exists
-    def orphan(text: str) -> str:
-        entries = yaml.safe_load(text)
-        entries["stages"]["train_ae_blackbox@mnist-removed"] = entries["stages"]["train_ae_blackbox@mnist-query"]
-        return yaml.safe_dump(entries, sort_keys=False)
-    restore = _planted(copy, {"blackbox/dvc.lock": orphan})
+    def orphan(stages: dict) -> None:
+        stages["train_ae_blackbox@mnist-removed"] = stages["train_ae_blackbox@mnist-query"]
+    restore = _planted(copy, {"blackbox/dvc.lock": _lock_edit(orphan)})
     try:
         assert orphan_lock_entries(copy) == {"blackbox/dvc.lock": ["train_ae_blackbox@mnist-removed"]}
     finally:
         restore()
-    edits = {name: edit for name, edit, _ in FAULTS.values() if name != "blackbox/dvc.yaml" or edit is not None}
-    edits["dvc.lock"] = _no_dnn_hash_in_evaluate
-    restore = _planted(copy, edits)
+    restore = _planted(copy, EDITS)
     try:
         stale = stale_stages(copy)
     finally:
         restore()
-    for fault, (_, _, expected) in FAULTS.items():
+    for fault, expected in FAULTS.items():
         for stage, reason in expected.items():
             assert any(reason in r for r in stale.get(stage, [])), f"{fault}: {stage} not reported ({stale.get(stage)})"
     assert "prepare_data@mnist" not in stale
-    restore = _planted(copy, {"blackbox/dvc.lock": _without_entry("render_blackbox@mnist")})
+    restore = _planted(copy, {"blackbox/dvc.lock": _lock_edit(lambda stages: stages.pop("render_blackbox@mnist"))})
     try:
         stale = stale_stages(copy)
     finally:
