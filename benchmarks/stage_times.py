@@ -45,6 +45,11 @@ def stage_seconds(root: Path = ROOT) -> dict[str, dict[str, float]]:
     return out
 
 
+def _within(path: str, dep: str) -> bool:
+    """``path`` is the dependency ``dep`` or lies in that folder."""
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
+
+
 def rebuild(changed: list[str], root: Path = ROOT) -> tuple[list[str], list[str]]:
     """(stale stages, upstream stages a clone without the cache rebuilds first) for files ``changed``."""
     from dvc.repo import Repo
@@ -52,28 +57,22 @@ def rebuild(changed: list[str], root: Path = ROOT) -> tuple[list[str], list[str]
     with Repo(str(root)) as repo:
         stages = {stage.addressing: stage for stage in repo.index.stages}
         rel = lambda p: str(Path(p).resolve().relative_to(root.resolve()))   # noqa: E731
-        outs = {rel(o.fs_path): name for name, stage in stages.items() for o in stage.outs}
-        cached = {rel(o.fs_path) for stage in stages.values() for o in stage.outs if o.use_cache}
+        outs = {rel(o.fs_path): (name, o.use_cache) for name, stage in stages.items() for o in stage.outs}
         deps = {name: [rel(d.fs_path) for d in stage.deps] for name, stage in stages.items()}
-
-    def producers(name: str, only_cached: bool = False) -> set[str]:
-        """The stages whose outputs ``name`` reads (only those a clone lacks: with only_cached; git holds
-        the rest, metrics and reports)."""
-        return {outs[o] for d in deps[name] for o in outs if (o == d or o.startswith(d.rstrip("/") + "/"))
-                and (o in cached or not only_cached)}
-
+    # per stage, the stages whose outputs it reads, and those of them whose outputs a clone lacks (git holds
+    # the rest: metrics and reports)
+    feeds = {name: {(outs[o][0], outs[o][1]) for d in ds for o in outs if _within(o, d)} for name, ds in deps.items()}
     touched = {rel(root / c) for c in changed}
-    stale = {n for n, ds in deps.items()
-             if any(t == d or t.startswith(d.rstrip("/") + "/") for t in touched for d in ds)}
+    stale = {n for n, ds in deps.items() if any(_within(t, d) for t in touched for d in ds)}
     grew = True
     while grew:   # everything downstream of a stale stage
-        more = {n for n in deps if n not in stale and producers(n) & stale}
+        more = {n for n, fed in feeds.items() if n not in stale and any(p in stale for p, _ in fed)}
         stale |= more
         grew = bool(more)
     upstream, todo = set(), list(stale)
-    while todo:   # the unchanged stages whose outputs the stale ones read, transitively
-        for p in producers(todo.pop(), only_cached=True):
-            if p not in stale and p not in upstream:
+    while todo:   # the unchanged stages whose cached outputs the stale ones read, transitively
+        for p, cached in feeds[todo.pop()]:
+            if cached and p not in stale and p not in upstream:
                 upstream.add(p)
                 todo.append(p)
     return sorted(stale), sorted(upstream)
