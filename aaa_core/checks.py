@@ -7,12 +7,6 @@ from torch import Tensor
 
 from aaa_core.evaluate import Check
 
-# The uniform-noise check draws its noise from seed + NOISE_SEED_OFFSET: with the attack's own seed the noise
-# would be exactly PGD's random start (the same uniform draw in the same ball), so the check would compare
-# the attack with its own step 0 (the evaluate stage and the suite did until 2026-12-02).
-NOISE_SEED_OFFSET = 7919
-
-
 def sign_test_p(successes: int, trials: int) -> float:
     """One-sided exact binomial test: P(X >= successes) for X ~ Binomial(trials, 1/2)."""
     return sum(math.comb(trials, i) for i in range(successes, trials + 1)) / 2 ** trials if trials else 1.0

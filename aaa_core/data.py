@@ -303,6 +303,26 @@ def split_train_val(x: torch.Tensor, y: torch.Tensor, *, subset: int, val_size: 
     return (x[train], y[train]), (x[val], y[val])
 
 
-def test_subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` test images (0 = all): deterministic, so every model sees the same examples."""
-    return (x[:n], y[:n]) if n else (x, y)
+# added to the stage seed for the test order, so it is not the stream of the training split or of an attack
+TEST_ORDER_SEED_OFFSET = 7919
+
+
+def test_order(n_total: int, seed: int) -> torch.Tensor:
+    """A seeded random order of the ``n_total`` test images (int64 indices, drawn on the CPU). Every subset is a
+    prefix of it, so every pipeline of a stage seed sees the same examples, and a smaller subset is the first
+    part of a larger one (flags of two subset sizes pair on the smaller)."""
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed + TEST_ORDER_SEED_OFFSET), device="cpu")
+
+
+def test_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` test images (0 = all) in the seeded random order of ``test_order``: a prefix of it."""
+    order = test_order(len(x), seed)[: n or len(x)].to(x.device)
+    return x[order], y[order]
+
+
+def describe_subset(n_total: int, n: int, seed: int) -> dict:
+    """What the metrics record of a test subset: its size, seed and a hash of its indices (equal hashes = the
+    same examples in the same order, so per-example flags pair)."""
+    order = test_order(n_total, seed)[: n or n_total]
+    return {"n": len(order), "seed": seed, "order": "aaa_core.data.test_order",
+            "indices_sha256": hashlib.sha256(order.numpy().astype("<i8").tobytes()).hexdigest()}

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd, pgd_until_fooled
 from aaa_core.progress import progress
-from aaa_core.runtime import generator as make_generator
+from aaa_core.runtime import attack_seed, generator as make_generator
 
 
 # Accuracies are float32 means of flags: 5 of 100 reads 0.0500000007, so a check at exactly its threshold
@@ -159,6 +159,6 @@ def eps_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_values: Sequence[float
     points = []
     for eps in eps_values:
         cfg = PGDConfig(eps=eps, alpha=2.5 * eps / steps, steps=steps)
-        acc = robust_flags(model, x, y, cfg, seed=seed)[steps].float().mean().item()
+        acc = robust_flags(model, x, y, cfg, seed=attack_seed(seed, f"sweep-eps{eps:g}"))[steps].float().mean().item()
         points.append({"eps": eps, "alpha": cfg.alpha, "accuracy": acc})
     return points

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from aaa_core.attacks import PGDConfig, pgd_iterates
 from aaa_core.evaluate import ROUNDING, Check, correct_flags, robust_flags
 from aaa_core.models import Defended
-from aaa_core.runtime import generator as make_generator
+from aaa_core.runtime import attack_seed, generator as make_generator
 
 
 @torch.no_grad()
@@ -139,13 +139,15 @@ def knn_protocol(ae: nn.Module, classifier: nn.Module, bank: LatentBank, x: Tens
     natural = correct_flags(target, x, y)
     seconds["natural_eval"] = time.perf_counter() - t
     # one run gives every step count's final iterate (the same as separate runs: tests/test_attacks.py)
-    iterates = [pgd_iterates(plain, xb, yb, eps=eps, alpha=alpha, at=steps, generator=make_generator(seed, x.device))
+    # each attack its own seed (aaa_core.runtime.attack_seed); one generator over all batches
+    gen_plain = make_generator(attack_seed(seed, "knn-non-adaptive"), x.device)
+    iterates = [pgd_iterates(plain, xb, yb, eps=eps, alpha=alpha, at=steps, generator=gen_plain)
                 for xb, yb in zip(x.split(256), y.split(256))]
     adversarial = {k: torch.cat([it[k] for it in iterates]) for k in steps}
     non_adaptive = {k: correct_flags(target, adversarial[k], y) for k in steps}
     plain_ae = {k: correct_flags(plain, adversarial[k], y) for k in steps}
     adaptive = robust_flags(straight, x, y, PGDConfig(eps=eps, alpha=alpha, steps=steps[-1]), record_at=steps,
-                            seed=seed)
+                            seed=attack_seed(seed, "knn-bpda"))
     square = None
     if square_queries > 0:
         import torchattacks
@@ -153,7 +155,7 @@ def knn_protocol(ae: nn.Module, classifier: nn.Module, bank: LatentBank, x: Tens
         from aaa_core.suite import batched_flags
         t = time.perf_counter()
         attack = torchattacks.Square(target, norm="Linf", eps=eps, n_queries=square_queries, n_restarts=1,
-                                     p_init=0.8, loss="margin", seed=seed)
+                                     p_init=0.8, loss="margin", seed=attack_seed(seed, "knn-square"))
         square = batched_flags(target, attack, x, y, eps, "square on kNN")
         seconds["square"] = time.perf_counter() - t
     worst = {k: non_adaptive[k] & adaptive[k] & (square if square is not None else True) for k in steps}

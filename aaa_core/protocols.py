@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.checks import NOISE_SEED_OFFSET, check_more_steps_not_weaker
+from aaa_core.checks import check_more_steps_not_weaker
 from aaa_core.evaluate import (Check, check_high_eps, check_noise_weaker, check_whitebox_beats_transfer,
                                constant_output)
+from aaa_core.runtime import attack_seed
+from aaa_core.stats import encode_flags
 from aaa_core.sharded import noise_flags, predictions, robust_flags, transfer_flags
 
 
@@ -30,6 +32,7 @@ class EvaluationReport:
     natural_full: float                    # the whole test set
     natural: float                         # the first ``examples`` test images
     robust: dict[int, Tensor]              # step count -> per-example robust flags (one run)
+    natural_flags: Tensor                  # per example of the subset: correct on the clean image
     attack: PGDConfig
     examples: int
     seed: int
@@ -44,6 +47,8 @@ class EvaluationReport:
         """The measured part of the stage's metrics JSON."""
         return {"natural_accuracy_full_test": self.natural_full, "natural_accuracy": self.natural,
                 "robust_accuracy": self.robust_accuracy(),
+                "natural_flags": encode_flags(self.natural_flags),
+                "robust_flags": {f"pgd{k}": encode_flags(f) for k, f in sorted(self.robust.items())},
                 "attack": {**self.attack.describe(), "examples": self.examples, "seed": self.seed,
                            "precision": "float32",
                            "robust_means": "never misclassified at any iterate up to the step count, in every "
@@ -61,26 +66,28 @@ def evaluate_pipeline(model: nn.Module, x_test: Tensor, y_test: Tensor, *, subse
     ``model``); None for a classifier alone. ``subset`` 0: the whole test set."""
     n = subset or len(x_test)
     x, y = x_test[:n], y_test[:n]
+    seed_pgd = attack_seed(seed, "pgd-paper")
     steps = sorted(steps)
     attack = PGDConfig(eps=eps, alpha=alpha, steps=steps[-1], restarts=restarts)
     natural_pred = predictions(model, x_test)
     natural_flags = natural_pred == y_test
-    flags = robust_flags(model, x, y, attack, record_at=steps, seed=seed)
+    flags = robust_flags(model, x, y, attack, record_at=steps, seed=seed_pgd)
     report = EvaluationReport(_mean(natural_flags), _mean(natural_flags[:n]), {k: flags[k] for k in steps},
-                              attack, n, seed)
+                              natural_flags[:n], attack, n, seed_pgd)
 
     high = PGDConfig(eps=sanity_eps, alpha=sanity_alpha, steps=sanity_steps)
     xs, ys = x[:sanity_subset], y[:sanity_subset]
-    high_acc = _mean(robust_flags(model, xs, ys, high, seed=seed)[high.steps])
-    noise_seed = seed + NOISE_SEED_OFFSET     # not PGD's random start (aaa_core/checks.py)
+    high_seed = attack_seed(seed, "sanity-high-eps")
+    high_acc = _mean(robust_flags(model, xs, ys, high, seed=high_seed)[high.steps])
+    noise_seed = attack_seed(seed, "uniform-noise")
     noise_acc = _mean(noise_flags(model, x, y, eps, seed=noise_seed))
     constant = constant_output(natural_pred[:len(xs)], ys)   # xs: the first test images too
     # The steps check needs independent runs: the reported step counts come from one run, where more steps
     # cannot raise accuracy by construction. So each smaller step count is run again on its own, from its
-    # own random start (seed + 1, + 2, ...), and paired with the longest run.
-    independent, seeds = {steps[-1]: flags[steps[-1]]}, {steps[-1]: seed}
-    for i, k in enumerate(steps[:-1], 1):
-        seeds[k] = seed + i
+    # own random start (its own seed), and paired with the longest run.
+    independent, seeds = {steps[-1]: flags[steps[-1]]}, {steps[-1]: seed_pgd}
+    for k in steps[:-1]:
+        seeds[k] = attack_seed(seed, f"pgd{k}-independent")
         independent[k] = robust_flags(model, x, y, PGDConfig(eps=eps, alpha=alpha, steps=k, restarts=restarts),
                                       seed=seeds[k])[k]
     report.checks = [check_high_eps(high_acc, high.eps, sanity_max_acc, constant),
@@ -89,11 +96,13 @@ def evaluate_pipeline(model: nn.Module, x_test: Tensor, y_test: Tensor, *, subse
         report.checks.append(check_more_steps_not_weaker(independent))
     if transfer_source is not None:
         source = PGDConfig(eps=eps, alpha=alpha, steps=steps[0])
-        report.transfer = {"attack": {**source.describe(), "crafted_on": source_name},
-                           "accuracy": _mean(transfer_flags(transfer_source, model, x, y, source, seed=seed))}
+        transfer_seed = attack_seed(seed, "transfer")
+        report.transfer = {"attack": {**source.describe(), "crafted_on": source_name, "seed": transfer_seed},
+                           "accuracy": _mean(transfer_flags(transfer_source, model, x, y, source,
+                                                            seed=transfer_seed))}
         report.checks.append(check_whitebox_beats_transfer(_mean(flags[steps[0]]), report.transfer["accuracy"],
                                                            transfer_tolerance))
-    report.sanity = {"high_eps": {**high.describe(), "examples": len(xs), "accuracy": high_acc},
+    report.sanity = {"high_eps": {**high.describe(), "examples": len(xs), "seed": high_seed, "accuracy": high_acc},
                      "constant_output": constant,
                      "independent_runs": {f"pgd{k}": {"seed": seeds[k], "accuracy": _mean(f)}
                                           for k, f in sorted(independent.items())},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import random
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +66,13 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A seeded generator on ``device``: every random draw of a loop or attack comes from one on its data's
     device (on the CPU the stream is the one a plain ``torch.Generator()`` gives)."""
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def attack_seed(seed: int, name: str) -> int:
+    """The seed of one attack (or check) of a stage: derived from the stage seed and the attack's name, so two
+    attacks never share a random start and the same attack is reproducible. Restarts of one attack draw
+    successive starts from its one generator, and batches continue that stream, so no start repeats."""
+    return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
 
 
 def seed_everything(seed: int) -> None:

@@ -21,3 +21,17 @@ def percent_with_interval(accuracy: float, n: int) -> str:
     """'77.0 [67.9, 84.2]': an accuracy in percent with its 95% Wilson interval over the n examples."""
     lo, hi = wilson_interval(round(accuracy * n), n)
     return f"{100 * accuracy:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def encode_flags(flags) -> str:
+    """Per-example "still correct" flags (a bool tensor or sequence, in example order) as a string of '0'
+    and '1', the form every metrics file stores them in, so two pipelines scored on the same examples can be
+    paired (McNemar) without re-running anything."""
+    return "".join("1" if bool(f) else "0" for f in (flags.tolist() if hasattr(flags, "tolist") else flags))
+
+
+def decode_flags(text: str) -> list[bool]:
+    """The inverse of ``encode_flags``; anything but '0' and '1' is refused."""
+    if set(text) - {"0", "1"}:
+        raise ValueError(f"flags must be a string of 0 and 1, got {text[:20]!r}...")
+    return [c == "1" for c in text]

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd
-from aaa_core.checks import NOISE_SEED_OFFSET, check_more_steps_not_weaker
+from aaa_core.checks import check_more_steps_not_weaker
 from aaa_core.progress import progress
-from aaa_core.runtime import generator as make_generator
+from aaa_core.runtime import attack_seed, generator as make_generator
+from aaa_core.stats import encode_flags
 from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, constant_output, correct_flags,
                                noise_flags, predictions, robust_flags)
 
@@ -45,6 +46,7 @@ class SuiteConfig:
     max_acc_at_high_eps: float    # accuracy at the largest curve eps must be at most this
     masking_tolerance: float      # a query-only or transfer attack may beat the best white-box one by this
     seed: int = 0
+    max_masking_gap: float = 1.0  # even on a pipeline whose masking is acknowledged, at most this beyond the tolerance
 
 
 @dataclass
@@ -61,7 +63,7 @@ class AttackResult:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "settings": self.settings, "accuracy": self.accuracy,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), "flags": encode_flags(self.flags)}
 
 
 def check_in_ball(x_adv: Tensor, x: Tensor, eps: float, name: str) -> None:
@@ -83,19 +85,19 @@ def batched_flags(model: nn.Module, make_adv: Callable[[Tensor, Tensor], Tensor]
     return torch.cat(out)
 
 
-def _torchattacks(kind: str, model: nn.Module, cfg: SuiteConfig):
+def _torchattacks(kind: str, model: nn.Module, cfg: SuiteConfig, seed: int):
     import torchattacks
 
     if kind == "apgd-ce":
         return torchattacks.APGD(model, norm="Linf", eps=cfg.eps, steps=cfg.apgd_steps, n_restarts=1, loss="ce",
-                                 seed=cfg.seed)
+                                 seed=seed)
     if kind == "apgd-t":
         attack = torchattacks.APGDT(model, norm="Linf", eps=cfg.eps, steps=cfg.apgd_steps, n_restarts=1,
-                                    seed=cfg.seed, n_classes=cfg.apgdt_targets + 1)
+                                    seed=seed, n_classes=cfg.apgdt_targets + 1)
         return attack
     if kind == "square":
         return torchattacks.Square(model, norm="Linf", eps=cfg.eps, n_queries=cfg.square_queries, n_restarts=1,
-                                   p_init=0.8, loss="margin", seed=cfg.seed)
+                                   p_init=0.8, loss="margin", seed=seed)
     raise ValueError(f"unknown torchattacks attack {kind!r}")
 
 
@@ -113,33 +115,39 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
     results: list[AttackResult] = []
     wanted = set(attacks) if attacks is not None else None
 
-    def add(name: str, kind: str, settings: dict, fn: Callable[[], Tensor]) -> None:
+    def add(name: str, kind: str, settings: dict, fn: Callable[[int], Tensor], seed: int | None = None) -> None:
+        """Run attack ``name``, its seed derived from the stage seed and the name (``attack_seed``) unless given."""
         if wanted is not None and name not in wanted:
             return
+        seed = attack_seed(cfg.seed, name) if seed is None else seed
         start = time.perf_counter()
-        flags = fn()
+        flags = fn(seed)
         result = AttackResult(name, kind, {**settings, "eps": cfg.eps, "norm": "linf", "examples": len(x),
-                                           "seed": cfg.seed}, flags, time.perf_counter() - start)
+                                           "seed": seed}, flags, time.perf_counter() - start)
         results.append(result)
         log(f"  {name:28s} {100 * result.accuracy:6.2f}%  ({result.seconds:.0f}s)")
 
     paper = PGDConfig(eps=cfg.eps, alpha=cfg.paper_alpha, steps=max(cfg.paper_steps))
     paper_flags: dict[int, Tensor] = {}
 
+    paper_seed = attack_seed(cfg.seed, "pgd-paper")
+
     def paper_protocol(k: int) -> Tensor:
+        # one run serves every step count of the paper's protocol (recorded at each), from its own seed
         if not paper_flags:
-            paper_flags.update(robust_flags(model, x, y, paper, record_at=cfg.paper_steps, seed=cfg.seed))
+            paper_flags.update(robust_flags(model, x, y, paper, record_at=cfg.paper_steps, seed=paper_seed))
         return paper_flags[k]
 
     for k in sorted(cfg.paper_steps):
         add(f"pgd{k}-paper", WHITE_BOX, {**PGDConfig(cfg.eps, cfg.paper_alpha, k).describe(),
-                                         "library": "aaa_core", "note": "the paper's protocol"},
-            lambda k=k: paper_protocol(k))
+                                         "library": "aaa_core",
+                                         "note": "the paper's protocol: one run, recorded at each step count"},
+            lambda seed, k=k: paper_protocol(k), seed=paper_seed)
     for loss in ("ce", "margin"):
         strong = PGDConfig(eps=cfg.eps, alpha=cfg.pgd_alpha, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
                            loss=loss)
         add(f"pgd{cfg.pgd_steps}-{loss}-x{cfg.pgd_restarts}", WHITE_BOX, {**strong.describe(), "library": "aaa_core"},
-            lambda strong=strong: robust_flags(model, x, y, strong, seed=cfg.seed)[strong.steps])
+            lambda seed, strong=strong: robust_flags(model, x, y, strong, seed=seed)[strong.steps])
     for kind, settings in (
             ("apgd-ce", {"steps": cfg.apgd_steps, "restarts": 1, "loss": "ce", "rho": 0.75}),
             ("apgd-t", {"steps": cfg.apgd_steps, "restarts": 1, "target_classes": cfg.apgdt_targets,
@@ -147,18 +155,23 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
             ("square", {"queries": cfg.square_queries, "restarts": 1, "p_init": 0.8, "loss": "margin"})):
         add(kind, QUERY_ONLY if kind == "square" else WHITE_BOX,
             {**settings, "library": "torchattacks 3.5.1"},
-            lambda kind=kind: batched_flags(model, _torchattacks(kind, model, cfg), x, y, cfg.eps, kind))
+            lambda seed, kind=kind: batched_flags(model, _torchattacks(kind, model, cfg, seed), x, y, cfg.eps, kind))
     source_cfg = PGDConfig(eps=cfg.eps, alpha=cfg.paper_alpha, steps=cfg.transfer_steps)
     for source_name, source in (transfer_sources or {}).items():
         source.eval()
         add(f"transfer-from-{source_name}", TRANSFER,
             {**source_cfg.describe(), "crafted_on": source_name, "library": "aaa_core"},
-            lambda source=source, source_name=source_name: batched_flags(
-                model, lambda xb, yb: pgd(source, xb, yb, eps=cfg.eps, alpha=source_cfg.alpha,
-                                          steps=source_cfg.steps,
-                                          generator=make_generator(cfg.seed, xb.device)),
-                x, y, cfg.eps, f"transfer from {source_name}"))
+            lambda seed, source=source, source_name=source_name: _transfer(model, source, x, y, source_cfg, seed,
+                                                                            f"transfer from {source_name}"))
     return results
+
+
+def _transfer(model: nn.Module, source: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, seed: int,
+              name: str) -> Tensor:
+    """PGD crafted on ``source``, scored on ``model``; one generator for all batches (no start repeats)."""
+    generator = make_generator(seed, x.device)
+    return batched_flags(model, lambda xb, yb: pgd(source, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
+                                                   generator=generator), x, y, cfg.eps, name)
 
 
 def worst_case(results: Sequence[AttackResult]) -> Tensor:
@@ -172,8 +185,9 @@ def accuracy_curve(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig) -> 
     points = []
     for eps in cfg.curve_eps:
         attack = PGDConfig(eps=eps, alpha=2.5 * eps / cfg.curve_steps, steps=cfg.curve_steps)
-        acc = robust_flags(model, x, y, attack, seed=cfg.seed)[attack.steps].float().mean().item()
-        points.append({"eps": eps, "alpha": attack.alpha, "steps": attack.steps, "accuracy": acc})
+        seed = attack_seed(cfg.seed, f"curve-eps{eps:g}")
+        acc = robust_flags(model, x, y, attack, seed=seed)[attack.steps].float().mean().item()
+        points.append({"eps": eps, "alpha": attack.alpha, "steps": attack.steps, "seed": seed, "accuracy": acc})
     return points
 
 
@@ -188,6 +202,7 @@ class SuiteReport:
     independent: dict[int, Tensor] = field(default_factory=dict)   # the steps check's runs: steps -> flags
     independent_seeds: dict[int, int] = field(default_factory=dict)
     noise_seed: int | None = None
+    natural_flags: Tensor | None = None
 
     @property
     def worst(self) -> float:
@@ -195,8 +210,8 @@ class SuiteReport:
 
     def as_dict(self) -> dict:
         return {"natural_accuracy": self.natural, "uniform_noise_accuracy": self.noise,
-                "uniform_noise_seed": self.noise_seed,
-                "worst_case_accuracy": self.worst, "attacks": [r.as_dict() for r in self.results],
+                "uniform_noise_seed": self.noise_seed, "natural_flags": encode_flags(self.natural_flags),
+                "worst_case_accuracy": self.worst, "worst_case_flags": encode_flags(worst_case(self.results)), "attacks": [r.as_dict() for r in self.results],
                 "accuracy_against_eps": self.curve, "constant_output": self.constant,
                 "independent_runs": {f"pgd{k}": {"seed": self.independent_seeds.get(k),
                                                  "accuracy": f.float().mean().item()}
@@ -234,6 +249,11 @@ def suite_checks(natural: float, noise: float, results: Sequence[AttackResult], 
                                 f"{r.name} {r.accuracy:.4f} >= best white-box ({best.name}) {best.accuracy:.4f} "
                                 f"- {cfg.masking_tolerance}" + ("" if passed else
                                 "; it is not: GRADIENTS ARE MASKED and the white-box numbers overstate robustness")))
+            # always enforced, acknowledged or not: an acknowledged masking finding may not grow past the cap
+            capped = r.accuracy >= best.accuracy - cfg.masking_tolerance - cfg.max_masking_gap - ROUNDING
+            checks.append(Check(f"masking_within_cap:{r.name}", capped,
+                                f"{r.name} {r.accuracy:.4f} >= best white-box ({best.name}) {best.accuracy:.4f} "
+                                f"- {cfg.masking_tolerance} - cap {cfg.max_masking_gap}"))
     return checks
 
 
@@ -254,11 +274,12 @@ def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
                    log: Callable[[str], None] = print) -> SuiteReport:
     pred = predictions(model, x)
     natural = (pred == y).float().mean().item()
-    noise_seed = cfg.seed + NOISE_SEED_OFFSET
+    noise_seed = attack_seed(cfg.seed, "uniform-noise")
     noise = noise_flags(model, x, y, cfg.eps, seed=noise_seed).float().mean().item()
     results = run_suite(model, x, y, cfg, transfer_sources=transfer_sources, log=log)
     curve = accuracy_curve(model, x, y, cfg)
-    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y), noise_seed=noise_seed)
+    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y), noise_seed=noise_seed,
+                         natural_flags=pred == y)
     report.independent, report.independent_seeds = paper_protocol_runs(model, x, y, cfg, results)
     report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant,
                                  independent=report.independent)
@@ -269,16 +290,16 @@ def paper_protocol_runs(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig
                         results: Sequence[AttackResult]) -> tuple[dict[int, Tensor], dict[int, int]]:
     """The paper protocol's step counts as independent runs, for the steps check (aaa_core.checks).
 
-    The longest is the suite's own pgdK-paper result (seed ``cfg.seed``); each shorter step count runs again
-    from its own random start (seed + 1, + 2, ...), as the evaluate stage's check does. Returns
+    The longest is the suite's own pgdK-paper result; each shorter step count runs again from its own random
+    start (``attack_seed(seed, "pgdK-independent")``), as the evaluate stage's check does. Returns
     (steps -> flags, steps -> seed); empty when the suite ran without its paper protocol."""
     paper = {r.settings["steps"]: r.flags for r in results if r.name.endswith("-paper")}
     steps = sorted(cfg.paper_steps)
     if steps[-1] not in paper:
         return {}, {}
-    runs, seeds = {steps[-1]: paper[steps[-1]]}, {steps[-1]: cfg.seed}
-    for i, k in enumerate(steps[:-1], 1):
-        seeds[k] = cfg.seed + i
+    runs, seeds = {steps[-1]: paper[steps[-1]]}, {steps[-1]: attack_seed(cfg.seed, "pgd-paper")}
+    for k in steps[:-1]:
+        seeds[k] = attack_seed(cfg.seed, f"pgd{k}-independent")
         runs[k] = robust_flags(model, x, y, PGDConfig(eps=cfg.eps, alpha=cfg.paper_alpha, steps=k),
                                seed=seeds[k])[k]
     return runs, seeds

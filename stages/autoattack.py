@@ -13,7 +13,7 @@ import click
 
 from aaa_core.comparison import autoattack_standard, load_comparison
 from aaa_core.config import load_params
-from aaa_core.data import test_subset
+from aaa_core.data import describe_subset, test_subset
 from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
 from stages._common import write_metrics
 from stages._cli import run
@@ -41,7 +41,7 @@ def main(dataset: str, name: str, pipeline_spec: str, data_path: Path, metrics_p
     device = resolve_device(params.device)
     data = load_prepared(data_path, device)
     model, clf_info, ae_info = load_pipeline(pipeline_spec, device)
-    x, y = test_subset(data["x_test"], data["y_test"], cfg.autoattack_subset)
+    x, y = test_subset(data["x_test"], data["y_test"], cfg.autoattack_subset, params.seed)
     click.echo(f"{name}: AutoAttack standard on {len(x)} test images, eps {threat.eps}")
     report = autoattack_standard(model, x, y, threat.eps, seed=params.seed, log=click.echo)
     click.echo(f"  AutoAttack {100 * report.accuracy:.2f}%  (natural {100 * report.natural.float().mean():.2f}%)")
@@ -52,7 +52,8 @@ def main(dataset: str, name: str, pipeline_spec: str, data_path: Path, metrics_p
                             "ae_loss": ae_info["meta"]["loss"] if ae_info else None,
                             "training_seed": (ae_info or clf_info)["meta"].get("description", {}).get("train", {}).get("seed")},
                "attack": {"name": "AutoAttack", "version": "standard", "norm": "linf", "eps": threat.eps,
-                          "seed": params.seed, "precision": "float32"},
+                          "seed": params.seed, "precision": "float32",
+                          "subset": describe_subset(len(data["x_test"]), cfg.autoattack_subset, params.seed)},
                **report.as_dict(), "runtime": describe_runtime(device)}
     write_metrics(metrics, metrics_path, start)
 

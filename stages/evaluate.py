@@ -14,6 +14,7 @@ from aaa_core import distributed
 from aaa_core.attacks import pgd
 from aaa_core.checkpoints import load_model, save_torch
 from aaa_core.config import load_params
+from aaa_core.data import describe_subset, test_order
 from aaa_core.models import Defended
 from aaa_core.protocols import evaluate_pipeline
 from aaa_core.runtime import describe_runtime, generator as make_generator, load_prepared, resolve_device, seed_everything
@@ -48,7 +49,9 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
     ae, ae_info = load_model(ae_path, kind="ae", device=device) if ae_path else (None, None)
     model = Defended(ae, classifier).eval() if ae is not None else classifier.eval()
     steps = sorted(threat.eval_steps)
-    report = evaluate_pipeline(model, data["x_test"], data["y_test"], subset=budget.subset, eps=threat.eps,
+    # the test set in the seeded random order every pipeline shares: the subset is its first images
+    order = test_order(len(data["x_test"]), params.seed).to(device)
+    report = evaluate_pipeline(model, data["x_test"][order], data["y_test"][order], subset=budget.subset, eps=threat.eps,
                                alpha=threat.alpha, steps=steps, restarts=budget.restarts,
                                sanity_eps=budget.sanity_eps, sanity_alpha=budget.sanity_alpha,
                                sanity_steps=budget.sanity_steps, sanity_subset=budget.sanity_subset,
@@ -74,12 +77,13 @@ def main(dataset: str, classifier_path: Path, ae_path: Path | None, data_path: P
                      "classifier": str(classifier_path), "classifier_arch": clf_info["arch"],
                      "classifier_kwargs": clf_info["arch_kwargs"], "ae_kwargs": ae_info["arch_kwargs"] if ae_info else None,
                      "classifier_mode": clf_info["meta"]["mode"]},
-        **report.as_dict(),
+        **report.as_dict(), "examples": describe_subset(len(data["x_test"]), budget.subset, params.seed),
         "runtime": describe_runtime(device), "processes": distributed.world_size(),
     }
     enforce_checks(checks, metrics_path.stem)
     if examples_path is not None:
-        xf, yf = data["x_test"][:N_FIGURE], data["y_test"][:N_FIGURE]
+        # copies of the slices: a saved view would carry the whole test set's storage into the file
+        xf, yf = data["x_test"][:N_FIGURE].clone(), data["y_test"][:N_FIGURE].clone()
         x_adv = pgd(model, xf, yf, eps=threat.eps, alpha=threat.alpha, steps=steps[0],
                     generator=make_generator(params.seed, device))
         with torch.no_grad():

@@ -1,6 +1,5 @@
 """knn_eval: AAA with kNN latent reconstruction (paper Tables 9 and 10), by ``aaa_core.knn.knn_protocol``:
-non-adaptive (the paper's), BPDA, Square (query-only, at the adaptive suite's query budget of the dataset,
-``suite.<dataset>.square_queries``), their worst case, and the plain AE on the same examples. The stage
+non-adaptive (the paper's), BPDA, Square (query-only, at ``knn.<dataset>.square_queries``), their worst case, and the plain AE on the same examples. The stage
 fails, writing nothing, if BPDA is weaker than the non-adaptive attack by more than the tolerance (the BPDA
 attack would be broken).
 """
@@ -13,7 +12,9 @@ import click
 
 from aaa_core.checkpoints import load_model
 from aaa_core.config import load_params
-from aaa_core.data import split_train_val, test_subset
+from aaa_core.data import describe_subset, split_train_val, test_subset
+from aaa_core.runtime import attack_seed
+from aaa_core.stats import encode_flags
 from aaa_core.knn import LatentBank, encode_all, knn_protocol
 from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
 from stages._common import enforce_checks, mean, write_metrics
@@ -34,7 +35,7 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
     start = time.perf_counter()
     params = load_params(params_path)
     threat, split, knn = params.attack(dataset), params.section("split", dataset), params.section("knn", dataset)
-    square_queries = params.section("suite", dataset).square_queries
+    square_queries = knn.square_queries
     seed_everything(params.seed)
     device = resolve_device(params.device)
     data = load_prepared(data_path, device)
@@ -46,7 +47,7 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
     bank_start = time.perf_counter()
     bank = LatentBank(encode_all(ae, x_train), k=knn.k)
     bank_seconds = time.perf_counter() - bank_start
-    x, y = test_subset(data["x_test"], data["y_test"], knn.subset)
+    x, y = test_subset(data["x_test"], data["y_test"], knn.subset, params.seed)
     steps = sorted(threat.eval_steps)
     report = knn_protocol(ae, classifier, bank, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps,
                           bpda_tolerance=knn.bpda_tolerance, seed=params.seed, square_queries=square_queries)
@@ -64,17 +65,22 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, me
                      "knn": {"k": knn.k, "bank_size": len(bank.latents), "latent_dim": bank.latents.shape[1],
                              "search": "exact, L2, float32"}},
         "natural_accuracy": mean(natural), "plain_ae_natural_accuracy": mean(report.plain_natural),
-        "robust_accuracy": result,
+        "robust_accuracy": result, "examples": describe_subset(len(data["x_test"]), knn.subset, params.seed),
+        "natural_flags": encode_flags(natural), "plain_ae_natural_flags": encode_flags(report.plain_natural),
+        "flags": {name: {f"pgd{k}": encode_flags(f) for k, f in by_steps.items()}
+                  for name, by_steps in report.flags.items()},
+        "square_flags": encode_flags(report.square) if report.square is not None else None,
         # examples Square fooled that survived both gradient attacks: a masked straight-through gradient
         "square_only_fooled": report.square_only(),
         "attack": {"norm": "linf", "eps": threat.eps, "alpha": threat.alpha, "steps": steps, "restarts": 1,
-                   "random_start": True, "loss": "ce", "examples": len(x), "seed": params.seed,
+                   "random_start": True, "loss": "ce", "examples": len(x), "stage_seed": params.seed,
+                   "seeds": {name: attack_seed(params.seed, f"knn-{name}") for name in ("non-adaptive", "bpda", "square")},
                    "precision": "float32",
                    "non_adaptive": "PGD on AE + classifier without kNN, final iterate, classified with kNN",
                    "bpda": "PGD with the straight-through gradient through the kNN step, scored on the true "
                            "pipeline; robust = never fooled at any iterate",
                    "square": {"queries": square_queries, "restarts": 1, "p_init": 0.8, "loss": "margin",
-                              "library": "torchattacks 3.5.1", "seed": params.seed,
+                              "library": "torchattacks 3.5.1", "seed": attack_seed(params.seed, "knn-square"),
                               "on": "the true kNN pipeline (no gradient needed)"},
                    "worst_case": "per example: robust under the non-adaptive attack, BPDA and Square",
                    "plain_ae_same_examples": "the AE without kNN, scored on the non-adaptive attack's adversarial "

@@ -13,7 +13,7 @@ import torch
 
 from aaa_core.checkpoints import load_model
 from aaa_core.config import load_params
-from aaa_core.data import test_subset
+from aaa_core.data import describe_subset, test_subset
 from aaa_core.models import Defended
 from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
 from aaa_core.suite import SuiteConfig, evaluate_suite, split_checks
@@ -63,8 +63,8 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
                       square_queries=budget.square_queries, transfer_steps=budget.transfer_steps,
                       curve_eps=budget.curve_eps, curve_steps=budget.curve_steps,
                       max_acc_at_high_eps=budget.max_acc_at_high_eps, masking_tolerance=budget.masking_tolerance,
-                      seed=params.seed)
-    x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
+                      max_masking_gap=budget.max_masking_gap, seed=params.seed)
+    x, y = test_subset(data["x_test"], data["y_test"], budget.subset, params.seed)
     click.echo(f"{name}: {len(x)} test images, eps {cfg.eps}")
     report = evaluate_suite(model, x, y, cfg, transfer_sources=sources, log=click.echo)
     click.echo(f"  {'worst case':28s} {100 * report.worst:6.2f}%  (natural {100 * report.natural:.2f}%, "
@@ -74,7 +74,8 @@ def main(dataset: str, name: str, pipeline_spec: str, transfers: tuple[str, ...]
                             "classifier_kwargs": clf_info["arch_kwargs"],
                             "classifier_mode": clf_info["meta"]["mode"],
                             "ae_loss": ae_info["meta"]["loss"] if ae_info else None},
-               "examples": len(x), "seed": params.seed, "precision": "float32", **report.as_dict(),
+               "examples": len(x), "subset": describe_subset(len(data["x_test"]), budget.subset, params.seed),
+               "seed": params.seed, "precision": "float32", **report.as_dict(),
                "runtime": describe_runtime(device),
                "seconds": None}
     acknowledged = name in budget.acknowledged_masking

@@ -36,7 +36,7 @@ def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tup
     seed_everything(params.seed)
     device = resolve_device(params.device)
     data = load_prepared(data_path, device)
-    x, y = test_subset(data["x_test"], data["y_test"], budget.subset)
+    x, y = test_subset(data["x_test"], data["y_test"], budget.subset, params.seed)
     ae, ae_info = load_model(ae_path, kind="ae", device=device)
     classifier, clf_info = load_model(classifier_path, kind="classifier", device=device)
     models = {f"ae_{ae_info['meta']['loss']} + {clf_info['arch']}": Defended(ae, classifier).eval()}

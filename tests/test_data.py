@@ -165,3 +165,23 @@ def test_cifar_jpeg_fallback_label_reaches_the_metrics(tmp_path):
     assert data["label"] == "CIFAR-10 (JPEG re-encoding)"   # what evaluate and render write into every table
     assert data["x_test"].shape == (10000, 3, 32, 32)
     assert data["y_test"][:10].tolist() == list(range(10))   # classes interleaved: balanced test subsets
+
+
+def test_the_test_subset_is_a_seeded_random_prefix_shared_by_every_pipeline():
+    from aaa_core.data import describe_subset, test_order, test_subset
+
+    x = torch.arange(1000).float().view(1000, 1, 1, 1)
+    y = torch.arange(1000) % 10
+    xa, ya = test_subset(x, y, 100, seed=0)
+    xb, _ = test_subset(x, y, 100, seed=0)
+    assert torch.equal(xa, xb)                                   # the same examples for every pipeline
+    assert not torch.equal(xa.flatten(), torch.arange(100).float())  # not the first 100 test images
+    big, _ = test_subset(x, y, 300, seed=0)
+    assert torch.equal(big[:100], xa)                            # a smaller subset is a prefix of a larger one
+    other, _ = test_subset(x, y, 100, seed=1)
+    assert not torch.equal(other, xa)                            # the seed moves it
+    assert torch.equal(ya, y[xa.flatten().long()])               # labels follow their images
+    assert sorted(test_order(1000, 0).tolist()) == list(range(1000))
+    d0, d1 = describe_subset(1000, 100, 0), describe_subset(1000, 100, 1)
+    assert d0 == describe_subset(1000, 100, 0) and d0["indices_sha256"] != d1["indices_sha256"] and d0["n"] == 100
+    assert describe_subset(1000, 0, 0)["n"] == 1000              # 0 = all, still in the seeded order

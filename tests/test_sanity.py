@@ -127,14 +127,24 @@ def test_the_evaluation_protocol_reports_what_it_ran_and_checks_it(trained_fc, m
     report = evaluate_pipeline(trained_fc, mnist["x_test"][:300], mnist["y_test"][:300], subset=100, eps=0.1,
                                alpha=0.01, steps=[10, 5], restarts=1, sanity_eps=1.0, sanity_alpha=0.1,
                                sanity_steps=10, sanity_subset=50, sanity_max_acc=0.05, seed=3)
+    from aaa_core.runtime import attack_seed
+
     out = report.as_dict()
-    assert out["attack"]["examples"] == 100 and out["attack"]["steps"] == 10 and out["attack"]["seed"] == 3
+    # every attack and check draws from its own seed, derived from the stage seed (3) and its name
+    paper, independent5 = attack_seed(3, "pgd-paper"), attack_seed(3, "pgd5-independent")
+    assert out["attack"]["examples"] == 100 and out["attack"]["steps"] == 10 and out["attack"]["seed"] == paper
     assert list(out["robust_accuracy"]) == ["pgd5", "pgd10"]
     assert out["robust_accuracy"]["pgd10"] <= out["robust_accuracy"]["pgd5"] < out["natural_accuracy"]
     # the steps check ran on an independent run of the smaller step count, with its own seed
-    assert out["sanity"]["independent_runs"]["pgd5"]["seed"] == 4 and out["sanity"]["independent_runs"]["pgd10"]["seed"] == 3
+    runs = out["sanity"]["independent_runs"]
+    assert runs["pgd5"]["seed"] == independent5 and runs["pgd10"]["seed"] == paper
     # the noise is not PGD's random start: drawn with the attack's seed it would be exactly that input
-    assert out["sanity"]["uniform_noise"]["seed"] not in (3, 4)
+    noise, high = out["sanity"]["uniform_noise"]["seed"], out["sanity"]["high_eps"]["seed"]
+    assert noise == attack_seed(3, "uniform-noise") and high == attack_seed(3, "sanity-high-eps")
+    assert len({paper, independent5, noise, high}) == 4
+    # the per-example flags are stored, one character per example of the subset
+    assert len(out["natural_flags"]) == 100 and set(out["robust_flags"]) == {"pgd5", "pgd10"}
+    assert out["robust_flags"]["pgd10"].count("1") == round(100 * out["robust_accuracy"]["pgd10"])
     names = [c["name"] for c in out["sanity"]["checks"]]
     assert names == ["accuracy_near_zero_at_high_eps", "noise_weaker_than_attack",
                      "more_steps_not_weaker_independent_runs"] and all(c.passed for c in report.checks)
@@ -142,14 +152,14 @@ def test_the_evaluation_protocol_reports_what_it_ran_and_checks_it(trained_fc, m
 
 
 def test_noise_with_the_attacks_seed_would_be_pgds_random_start():
-    """Why the noise check has its own seed: with the attack's seed, noise_flags' draw is PGD's random start."""
+    """Why every attack and check has its own seed: with the attack's seed, noise_flags' draw is PGD's random
+    start; attack_seed gives the noise check another stream."""
     from aaa_core.attacks import random_start_linf
-    from aaa_core.checks import NOISE_SEED_OFFSET
-    from aaa_core.runtime import generator
+    from aaa_core.runtime import attack_seed, generator
 
     x, eps = torch.full((8, 1, 4, 4), 0.5), 0.3
-    pgd_start = random_start_linf(x, eps, generator(3)) - x
-    same_seed = (torch.rand(x.shape, generator=generator(3)) * 2 - 1) * eps          # noise_flags, seed 3
-    own_seed = (torch.rand(x.shape, generator=generator(3 + NOISE_SEED_OFFSET)) * 2 - 1) * eps
+    pgd_start = random_start_linf(x, eps, generator(attack_seed(3, "pgd-paper"))) - x
+    same_seed = (torch.rand(x.shape, generator=generator(attack_seed(3, "pgd-paper"))) * 2 - 1) * eps
+    own_seed = (torch.rand(x.shape, generator=generator(attack_seed(3, "uniform-noise"))) * 2 - 1) * eps
     assert torch.allclose(same_seed, pgd_start, atol=1e-6)
     assert (own_seed - pgd_start).abs().max() > 0.1

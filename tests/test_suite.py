@@ -4,6 +4,8 @@ import torch
 
 from aaa_core.suite import (QUERY_ONLY, TRANSFER, AttackResult, SuiteConfig, check_in_ball, evaluate_suite,
                             run_suite, suite_checks, worst_case)
+from aaa_core.runtime import attack_seed
+from aaa_core.stats import encode_flags
 from tests.test_sanity import RoundInput
 
 CFG = SuiteConfig(eps=0.3, paper_alpha=0.01, paper_steps=[10, 20], pgd_steps=20, pgd_alpha=0.03, pgd_restarts=2,
@@ -27,12 +29,24 @@ def test_every_attack_breaks_an_undefended_classifier(trained_fc, mnist):
         assert {"eps", "norm", "examples", "seed"} <= set(r.settings)
     assert report.worst <= min(r.accuracy for r in report.results)
     assert all(c.passed for c in report.checks), [c for c in report.checks if not c.passed]
-    # the steps check pairs the suite's PGD-20 with PGD-10 run again from its own start (seed + 1)
-    assert report.independent_seeds == {20: 0, 10: 1} and torch.equal(report.independent[20], results["pgd20-paper"].flags)
+    # the steps check pairs the suite's PGD-20 (the paper protocol's one run) with PGD-10 run again from its own
+    # start (its own seed)
+    paper_seed = attack_seed(CFG.seed, "pgd-paper")
+    assert report.independent_seeds == {20: paper_seed, 10: attack_seed(CFG.seed, "pgd10-independent")}
+    assert torch.equal(report.independent[20], results["pgd20-paper"].flags)
+    assert results["pgd10-paper"].settings["seed"] == results["pgd20-paper"].settings["seed"] == paper_seed
     assert "more_steps_not_weaker_independent_runs" in {c.name for c in report.checks}
     assert set(report.as_dict()["independent_runs"]) == {"pgd10", "pgd20"}
+    # every other attack's seed is attack_seed(stage seed, its name); the paper protocol's one run, "pgd-paper"
+    assert all(r.settings["seed"] == attack_seed(CFG.seed, r.name) for r in report.results
+               if not r.name.endswith("-paper"))
     # the noise is not PGD's random start (the same seed would draw exactly that input)
-    assert report.noise_seed != CFG.seed and report.as_dict()["uniform_noise_seed"] == report.noise_seed
+    assert report.noise_seed == attack_seed(CFG.seed, "uniform-noise") != paper_seed
+    assert report.as_dict()["uniform_noise_seed"] == report.noise_seed
+    # the metrics hold per-example flags, one character per example
+    out = report.as_dict()
+    assert len(out["natural_flags"]) == len(out["worst_case_flags"]) == len(x)
+    assert all(a["flags"] == encode_flags(results[a["name"]].flags) for a in out["attacks"])
 
 
 def test_masked_gradients_trip_the_query_only_check(trained_fc, mnist):
@@ -130,3 +144,73 @@ def test_acknowledged_masking_is_reported_not_enforced_and_nothing_else_is_waive
                          CFG, 100)
     enforced, _ = split_checks(other, masking_acknowledged=True)
     assert [c.name for c in enforced if not c.passed] == ["accuracy_near_zero_at_high_eps"]
+
+
+TINY = SuiteConfig(eps=0.2, paper_alpha=0.05, paper_steps=[2, 4], pgd_steps=3, pgd_alpha=0.05, pgd_restarts=2,
+                   apgd_steps=2, apgdt_targets=2, square_queries=5, transfer_steps=2, curve_eps=[0.1, 0.2],
+                   curve_steps=2, max_acc_at_high_eps=0.05, masking_tolerance=0.02, seed=5)
+
+
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval()
+
+
+def test_every_attack_and_every_restart_draws_its_own_random_start(monkeypatch):
+    """Two attacks (or two restarts, or two batches) from one seed draw the same random start, so the worst case
+    over them counts one start twice and the noise check can be an attack's own step 0. Every random stream the
+    suite opens (aaa_core generators, torchattacks' seeds) is seeded differently, and every PGD start differs."""
+    import aaa_core.attacks
+    import aaa_core.evaluate
+    import aaa_core.suite
+    from aaa_core.attacks import PGDConfig
+    from aaa_core.evaluate import robust_flags
+    from aaa_core.runtime import generator
+
+    opened, starts = [], []     # seeds of every random stream, every PGD random start (as noise in [-1, 1])
+
+    def recording_generator(seed, device="cpu"):
+        opened.append(seed)
+        return generator(seed, device)
+
+    original_torchattacks, original_start = aaa_core.suite._torchattacks, aaa_core.attacks.random_start_linf
+
+    def recording_torchattacks(kind, model, cfg, seed):
+        opened.append(seed)   # APGD and Square seed torch's global generator with it for their own start
+        return original_torchattacks(kind, model, cfg, seed)
+
+    def recording_start(x, eps, generator=None):
+        start = original_start(x, eps, generator)
+        starts.append((start - x) / eps)   # x lies in [0.25, 0.75] and eps <= 0.25: no clipping at [0, 1]
+        return start
+
+    for module in (aaa_core.evaluate, aaa_core.suite):
+        monkeypatch.setattr(module, "make_generator", recording_generator)
+    monkeypatch.setattr(aaa_core.suite, "_torchattacks", recording_torchattacks)
+    monkeypatch.setattr(aaa_core.attacks, "random_start_linf", recording_start)
+
+    model, source = tiny_model(0), tiny_model(1)
+    x = 0.25 + 0.5 * torch.rand((6, 1, 4, 4), generator=generator(0))
+    y = torch.arange(6)
+    report = evaluate_suite(model, x, y, TINY, transfer_sources={"other": source}, log=lambda _: None)
+
+    # paper protocol (one run for both step counts), its independent PGD-2, PGD-3 ce and margin, APGD-CE, APGD-T,
+    # Square, transfer, two curve points and the uniform noise: 11 streams, each from its own seed
+    assert len(opened) == 11 and len(set(opened)) == len(opened), opened
+    # what the report records is what ran: each attack's seed (the paper protocol's: its one run's) was opened
+    recorded = [r.settings["seed"] for r in report.results]
+    recorded += [p["seed"] for p in report.curve] + [report.noise_seed, report.independent_seeds[2]]
+    assert set(recorded) == set(opened)
+    # the PGD starts: paper run, independent run, 2 restarts each of ce and margin, transfer, 2 curve points
+    assert len(starts) == 9
+    for i in range(len(starts)):
+        for j in range(i):
+            assert (starts[i] - starts[j]).abs().max() > 0.1, f"PGD starts {j} and {i} are the same draw"
+
+    # one attack's restarts and batches continue one stream: 2 restarts x 2 batches, 4 different starts
+    starts.clear()
+    robust_flags(model, x, y, PGDConfig(eps=0.2, alpha=0.05, steps=2, restarts=2), seed=TINY.seed, batch_size=3)
+    assert len(starts) == 4
+    for i in range(4):
+        for j in range(i):
+            assert (starts[i] - starts[j]).abs().max() > 0.1, f"restart/batch starts {j} and {i} are the same draw"
