@@ -30,8 +30,7 @@ from aaa_core.suite import check_in_ball
 @dataclass(frozen=True)
 class ComparisonConfig:
     seed_offsets: list[int]    # extra training seeds, as offsets from params.yaml's seed (the study's models: 0)
-    autoattack_subset: Size    # first test images attacked by AutoAttack (0 = all 10,000)
-    transfer_ae: str           # the replicates' second transfer source: the study's AE of this name + dnn
+    autoattack_subset: Size    # test images attacked by AutoAttack, the seeded random subset (0 = all 10,000)
 
 
 def load_comparison(path: str | Path, dataset: str, scale: str) -> ComparisonConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -13,6 +14,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from aaa_core.stats import wilson_interval  # noqa: E402
+from aaa_core.verdicts import (Scored, classifier_naturals, classifier_of, collapse_of, collapse_reason,  # noqa: E402
+                               collapsed_mark, example_count, example_set, judge)
 
 PAPER_KEYS = {"natural": "natural", "pgd40": "pgd40", "pgd200": "pgd200"}
 
@@ -54,8 +57,9 @@ def paper_value(reported: dict, steps: int) -> float | None:
 
 
 def n_examples(m: dict) -> int:
-    """How many test examples one metrics record's accuracies were measured on."""
-    return m.get("examples") or m["attack"]["examples"]
+    """How many test examples one metrics record's accuracies were measured on (``examples.n`` of the
+    stages' example-set record, or the bare count of older metrics)."""
+    return example_count(m)
 
 
 def pct(value: float | None, n: int | None = None) -> str:
@@ -68,11 +72,18 @@ def pct(value: float | None, n: int | None = None) -> str:
     return f"{100 * value:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def overlap(a: float, b: float, n_a: int, n_b: int) -> bool:
-    """Whether the 95% Wilson intervals of two accuracies overlap: a difference inside them is a tie."""
-    lo_a, hi_a = wilson_interval(round(a * n_a), n_a)
-    lo_b, hi_b = wilson_interval(round(b * n_b), n_b)
-    return lo_a <= hi_b and lo_b <= hi_a
+def scored(name: str, m: dict, accuracy: float, flags, alone: dict[str, float] | None = None) -> Scored:
+    """One pipeline (metrics record ``m``) under one measure, for ``verdicts.judge``: its accuracy, its
+    per-example flags (None where the record keeps none), its example set, and whether it has collapsed
+    against its classifier alone (``alone``: ``verdicts.classifier_naturals``)."""
+    return Scored(name, accuracy, n_examples(m), flags, example_set(m), collapse_of(m, alone or {}))
+
+
+PAIRED_NOTE = ("Verdicts pair the two pipelines on the same test examples: exact two-sided McNemar test at 0.05 "
+               "(\"n vs m discordant\": examples only the better side, or for an inconclusive verdict the side "
+               "named first, gets right, against examples only the other does); \"inconclusive\" says the test "
+               "could not separate them, not that they are equal. A collapsed AE pipeline (natural accuracy below "
+               "half of its classifier's alone) is marked and left out of the verdicts.")
 
 
 def paper_pct(value: float | None) -> str:
@@ -110,19 +121,36 @@ def worst_caption(suite: dict[str, dict]) -> str:
     first = next(iter(suite.values()))
     names = [a["name"] for a in first["attacks"]]
     return (f"*{WORST}*: the adaptive suite's per-example worst case over {len(names)} attacks "
-            f"({', '.join(names)}) on the first {n_examples(first)} test images, a subset of the PGD columns' "
-            f"images (seed {first['seed']}); per attack in reports/robustness.md. \"not run\": the suite was "
-            f"not run on that pipeline at this scale.")
+            f"({', '.join(names)}) on {n_examples(first)} test images, the first of the PGD columns' seeded "
+            f"random order (aaa_core.data.test_order, seed {first['seed']}); per attack in reports/robustness.md. "
+            f"\"not run\": the suite runs on each dataset's headline pair and its source classifier only.")
+
+
+NOT_RUN = "not run: add it to params.yaml's `other_losses`"
+
+
+def not_run_row(loss: str, paper: dict, steps: list[int], suffix: str = "") -> dict:
+    """A table row for an AE loss the study did not train (params.yaml's ``losses``): the paper's numbers, and
+    what to change to fill ours."""
+    key = f"aaa_{loss}"
+    reported = paper.get(key, {})
+    record = {"Model": ROW_LABELS[key] + suffix, "Natural (ours)": NOT_RUN, "Natural (paper)": paper_pct(reported.get("natural"))}
+    for k in steps:
+        record[f"PGD-{k} (ours)"] = "-"
+        record[f"PGD-{k} (paper)"] = paper_pct(paper_value(reported, k))
+    return record
 
 
 def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int],
-          suite: dict[str, dict] | None = None) -> pd.DataFrame:
+          suite: dict[str, dict] | None = None, not_run: Sequence[str] = ()) -> pd.DataFrame:
     """One paper table: a row per pipeline on ``classifier_arch``, ours next to the paper's for each column;
-    with ``suite`` (``suite_by_pipeline``), a last column with the adaptive suite's worst case."""
+    with ``suite`` (``suite_by_pipeline``), a last column with the adaptive suite's worst case; a row saying
+    so for each AE loss of ``not_run`` (losses the study did not train)."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
     order = ["natural_training", "adversarial_training", f"aaa_{headline}"] + \
         [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
     selected.sort(key=lambda m: order.index(row_key(m)))
+    alone = classifier_naturals(rows)
     records = []
     for m in selected:
         key = row_key(m)
@@ -130,6 +158,7 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
         constant = (m.get("sanity") or {}).get("constant_output")
         if constant:   # a collapsed pipeline: its "robust" accuracy is the share of one class, say so
             label += f" [DEGENERATE: class {constant['class']} for {constant['share']:.0%} of inputs]"
+        label += collapsed_mark(collapse_of(m, alone))
         reported = paper.get(key) or paper.get(f"{classifier_arch}_natural" if key == "natural_training" else key, {})
         record = {"Model": label, "Natural (ours)": pct(m["natural_accuracy"], n_examples(m)),
                   "Natural (paper)": paper_pct(reported.get("natural"))}
@@ -141,47 +170,57 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
         if suite is not None:
             record[WORST] = worst_cell(m, suite)
         records.append(record)
+    for loss in not_run:
+        records.append({**not_run_row(loss, paper, steps), **({WORST: "-"} if suite is not None else {})})
     return pd.DataFrame.from_records(records)
 
 
 def versus_madry(rows: list[dict], suite: dict[str, dict], headline: str, classifier_arch: str,
                  steps: list[int]) -> str:
     """The verdict under a table of AAA against Madry: the headline AE against the Madry classifier under the
-    strongest PGD column and under the suite's worst case, a tie where the 95% intervals overlap."""
+    strongest PGD column (the evaluate stage's ``robust_flags``) and under the suite's worst case (its
+    ``worst_case_flags``), each by the exact paired test on the same examples (``verdicts.judge``)."""
     on = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
     madry = next((m for m in on if row_key(m) == "adversarial_training"), None)
     aaa = next((m for m in on if row_key(m) == f"aaa_{headline}"), None)
     if madry is None or aaa is None:
         return ""
     k = max(steps)
+    alone = classifier_naturals(rows)
 
-    def judge(measure: str, a: float, n_a: int, b: float, n_b: int) -> str:
-        outcome = ("a tie (the intervals overlap)" if overlap(a, b, n_a, n_b)
-                   else "AAA wins" if a > b else "Madry wins")
-        return f"under {measure}, AAA {pct(a, n_a)} against Madry {pct(b, n_b)}: {outcome}"
+    def judge_one(measure: str, a: Scored, b: Scored) -> str:
+        return f"under {measure}, AAA {pct(a.accuracy, a.n)} against Madry {pct(b.accuracy, b.n)}: {judge(a, b).text}"
 
-    parts = [judge(f"PGD-{k}", aaa["robust_accuracy"][f"pgd{k}"], n_examples(aaa),
-                   madry["robust_accuracy"][f"pgd{k}"], n_examples(madry))]
+    key = f"pgd{k}"
+    parts = [judge_one(f"PGD-{k}",
+                       scored("AAA", aaa, aaa["robust_accuracy"][key], (aaa.get("robust_flags") or {}).get(key), alone),
+                       scored("Madry", madry, madry["robust_accuracy"][key],
+                              (madry.get("robust_flags") or {}).get(key), alone))]
     s_aaa, s_madry = suite.get(pipeline_spec(aaa)), suite.get(pipeline_spec(madry))
     if s_aaa and s_madry:
-        parts.append(judge("the suite's worst case", s_aaa["worst_case_accuracy"], n_examples(s_aaa),
-                           s_madry["worst_case_accuracy"], n_examples(s_madry)))
+        suite_alone = {**alone, **classifier_naturals(suite.values())}
+        parts.append(judge_one("the suite's worst case",
+                               scored("AAA", s_aaa, s_aaa["worst_case_accuracy"], s_aaa.get("worst_case_flags"),
+                                      suite_alone),
+                               scored("Madry", s_madry, s_madry["worst_case_accuracy"],
+                                      s_madry.get("worst_case_flags"), suite_alone)))
     else:
         parts.append("the suite did not run on both, so no worst-case verdict")
-    return (f"**Verdict, headline AAA ({ROW_LABELS[f'aaa_{headline}']}) against Madry, one training seed:** "
-            + "; ".join(parts) + ".")
+    return (f"**Verdict, headline AAA ({ROW_LABELS[f'aaa_{headline}']}) against Madry, one training seed, paired "
+            f"on the same examples:** " + "; ".join(parts) + ". " + PAIRED_NOTE)
 
 
 def caption(rows: list[dict], scale: str) -> str:
     m = rows[0]
     a = m["attack"]
-    return (f"{m['label']}, scale `{scale}`, data from {m['data_source']}. Accuracy in percent on the first "
-            f"{a['examples']} test images (natural accuracy too; the full-test-set natural accuracy is in the "
+    return (f"{m['label']}, scale `{scale}`, data from {m['data_source']}. Accuracy in percent on "
+            f"{a['examples']} test images, a seeded random subset shared by every pipeline (natural accuracy too; the full-test-set natural accuracy is in the "
             f"metrics JSON). Attack: white-box L-inf PGD through the whole pipeline (AE and classifier "
             f"together), eps {fmt_eps(a['eps'])}, step {fmt_eps(a['alpha'])}, {a['restarts']} restart(s), random "
             f"start, cross-entropy loss, float32, seed {a['seed']}; an example counts as robust only if no "
             f"iterate up to the step count fools the model. Beside each of our accuracies, its 95% Wilson interval "
-            f"over the examples: a difference inside the intervals is a tie." + _sizes(rows))
+            f"over the examples, to read the uncertainty of each number alone; which of two pipelines is better "
+            f"is decided by the paired test under the table." + _sizes(rows))
 
 
 def _sizes(rows: list[dict]) -> str:
@@ -256,17 +295,23 @@ def _pipeline_label(m: dict) -> str:
     return f"{base}, {pipeline_model_name(m)}" if p["ae_loss"] else f"{base} ({pipeline_model_name(m)})"
 
 
+def _marked_label(m: dict, alone: dict[str, float]) -> str:
+    """``_pipeline_label`` with the collapse mark where the pipeline has collapsed (``verdicts.collapse_of``)."""
+    return _pipeline_label(m) + collapsed_mark(collapse_of(m, alone))
+
+
 def robustness_section(rows: list[dict], figure: Path) -> list[str]:
     """One dataset's part of reports/robustness.md: accuracy per attack, worst case, settings, checks, verdict."""
     rows = sorted(rows, key=lambda m: (m["pipeline"]["classifier_arch"] != "dnn", m["pipeline"]["classifier_arch"],
                                        PIPELINE_ORDER.index(row_key(m))))
     first = rows[0]
+    alone = classifier_naturals(rows)
     attack_names = [a["name"] for a in first["attacks"] if a["kind"] != "transfer"]
     records = []
     for m in rows:
         acc = {a["name"]: a for a in m["attacks"]}
         n = n_examples(m)
-        record = {"Pipeline": _pipeline_label(m), "Natural": pct(m["natural_accuracy"], n)}
+        record = {"Pipeline": _marked_label(m, alone), "Natural": pct(m["natural_accuracy"], n)}
         record.update({name: pct(acc[name]["accuracy"], n) if name in acc else "n/a" for name in attack_names})
         transfers = [a for a in m["attacks"] if a["kind"] == "transfer"]
         for i, a in enumerate(transfers, 1):
@@ -284,7 +329,8 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
                          a for a in first["attacks"] if a["kind"] == "transfer")["settings"].items()
                          if k not in ("examples", "seed", "crafted_on")) + ", crafted on the named model"})
     lines = [f"## {first['label']}", "",
-             f"First {first['examples']} test images, seed {first['seed']}, eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
+             f"{n_examples(first)} test images (seeded random subset), stage seed {first['seed']} (each attack "
+             f"derives its own), eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
              f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start, one run recorded at each step count).", "",
              pd.DataFrame.from_records(records).to_markdown(index=False), "", verdict(rows), "",
              *masking_findings(rows),
@@ -313,35 +359,38 @@ def masking_findings(rows: list[dict]) -> list[str]:
 
 
 def verdict(rows: list[dict]) -> str:
-    """AAA pipelines on the Madry baseline's classifier against Madry, under the worst case: a win only where
-    the 95% intervals do not overlap, a tie otherwise."""
+    """AAA pipelines on the Madry baseline's classifier against Madry, under the suite's worst case: each by
+    the exact paired test on the same examples (the records' ``worst_case_flags``, ``verdicts.judge``); a
+    collapsed AAA pipeline is left out with its reason."""
     madry = [m for m in rows if row_key(m) == "adversarial_training"]
     aaa = [m for m in rows if m["pipeline"]["ae_loss"] and madry
            and m["pipeline"]["classifier_arch"] == madry[0]["pipeline"]["classifier_arch"]]
     if not madry or not aaa:
         return "No Madry baseline and AAA pipeline on the same classifier to compare."
-    base, n_base = madry[0]["worst_case_accuracy"], n_examples(madry[0])
+    alone = classifier_naturals(rows)
+    base = scored("Madry", madry[0], madry[0]["worst_case_accuracy"], madry[0].get("worst_case_flags"), alone)
     parts = []
     for m in sorted(aaa, key=lambda m: -m["worst_case_accuracy"]):
-        acc, n = m["worst_case_accuracy"], n_examples(m)
-        diff = 100 * (acc - base)
-        outcome = ("tie: the intervals overlap" if overlap(acc, base, n, n_base)
-                   else "AAA wins" if acc > base else "Madry wins")
-        parts.append(f"{_pipeline_label(m)} {pct(acc, n)} ({diff:+.2f} points, {outcome})")
-    return (f"**Worst case, AAA against Madry adversarial training ({pct(base, n_base)}), 95% Wilson intervals:** "
-            + "; ".join(parts) + ".")
+        ours = scored("AAA", m, m["worst_case_accuracy"], m.get("worst_case_flags"), alone)
+        diff = 100 * (ours.accuracy - base.accuracy)
+        parts.append(f"{_pipeline_label(m)} {pct(ours.accuracy, ours.n)} ({diff:+.2f} points): {judge(ours, base).text}")
+    return (f"**Worst case, AAA against Madry adversarial training ({pct(base.accuracy, base.n)}), paired on the "
+            f"same examples:** " + "; ".join(parts) + ". " + PAIRED_NOTE)
 
 
 def robustness_figure(rows: list[dict], out: Path) -> None:
     first = rows[0]
-    curve_figure({_pipeline_label(m): m["accuracy_against_eps"] for m in sorted(rows, key=_pipeline_label)},
-                 f"{first['label']}: PGD-{first['accuracy_against_eps'][0]['steps']}, {first['examples']} test images",
+    alone = classifier_naturals(rows)
+    curve_figure({_marked_label(m, alone): m["accuracy_against_eps"] for m in sorted(rows, key=_pipeline_label)},
+                 f"{first['label']}: PGD-{first['accuracy_against_eps'][0]['steps']}, {n_examples(first)} test images",
                  out)
 
 
-def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
+def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, steps: list[int],
+              alone: dict[str, float] | None = None) -> pd.DataFrame:
     """Tables 9 / 10: AAA + kNN reconstruction, the paper's non-adaptive protocol beside BPDA, Square (where it
-    ran) and the worst case (per example, over every attack that ran)."""
+    ran) and the worst case (per example, over every attack that ran); with ``alone`` (the classifiers' natural
+    accuracy alone, ``verdicts.classifier_naturals``), a collapsed pipeline is marked."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
     order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
     selected.sort(key=lambda m: order.index(f"aaa_{m['pipeline']['ae_loss']}"))
@@ -349,7 +398,8 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
     for m in selected:
         key = f"aaa_{m['pipeline']['ae_loss']}"
         reported = paper.get(key, {})
-        record = {"Model": ROW_LABELS[key] + " + kNN", "Natural (ours)": pct(m["natural_accuracy"], n_examples(m)),
+        record = {"Model": ROW_LABELS[key] + " + kNN" + collapsed_mark(collapse_of(m, alone or {})),
+                  "Natural (ours)": pct(m["natural_accuracy"], n_examples(m)),
                   "Natural (paper)": paper_pct(reported.get("natural"))}
         for k in steps:
             acc = m["robust_accuracy"]
@@ -360,22 +410,37 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
         for budget, value in acc.get("square", {}).items():   # query-only, on the true kNN pipeline
             record[f"Square-{budget.removeprefix('queries')} (ours)"] = pct(value, n_examples(m))
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    run = {m["pipeline"]["ae_loss"] for m in selected}
+    for loss in [x for x in order if x.removeprefix("aaa_") not in run]:
+        reported = paper.get(loss, {})
+        records.append({"Model": ROW_LABELS[loss] + " + kNN",
+                        "Natural (ours)": "not run: kNN runs on the headline AE (params.yaml's `loss`)",
+                        "Natural (paper)": paper_pct(reported.get("natural")),
+                        **{f"PGD-{k} (paper)": paper_pct(paper_value(reported, k)) for k in steps}})
+    return pd.DataFrame.from_records(records).fillna("-")
 
 
-def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, steps: list[int]) -> pd.DataFrame:
+def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, steps: list[int],
+                     alone: dict[str, float] | None = None) -> pd.DataFrame:
     """Does kNN help? Per AE, on the same test images: the plain AE under white-box PGD (the non-adaptive
     attack's adversarial examples, crafted on the plain AE: final iterate), AE + kNN on those very examples,
     and AE + kNN's worst case (non-adaptive, BPDA and, where it ran, Square). The verdict compares the plain
-    AE with kNN's worst case, the strongest attack each got; a tie where the 95% intervals overlap."""
+    AE with kNN's worst case, the strongest attack each got, by the exact paired test: both sets of flags
+    come from one record, so they are on the same examples by construction. It reads the record's per-example
+    ``flags`` (or ``robust_flags``) laid out like its ``robust_accuracy`` (``worst_case`` and
+    ``plain_ae_same_examples``, each by ``pgd<steps>``); a record without them gets no verdict, said so. With ``alone`` (the classifier's
+    natural accuracy alone), a collapsed kNN pipeline or plain AE is marked and left out."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch
                 and "plain_ae_same_examples" in m["robust_accuracy"]]
     order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
     selected.sort(key=lambda m: order.index(f"aaa_{m['pipeline']['ae_loss']}"))
     records = []
     for m in selected:
-        n, acc = n_examples(m), m["robust_accuracy"]
-        record = {"Model": ROW_LABELS[f"aaa_{m['pipeline']['ae_loss']}"],
+        n, acc, flags = n_examples(m), m["robust_accuracy"], m.get("flags") or m.get("robust_flags") or {}
+        clf_alone = (alone or {}).get(classifier_of(m))
+        knn_collapse = collapse_reason(m["natural_accuracy"], clf_alone)
+        plain_collapse = collapse_reason(m["plain_ae_natural_accuracy"], clf_alone)
+        record = {"Model": ROW_LABELS[f"aaa_{m['pipeline']['ae_loss']}"] + collapsed_mark(knn_collapse or plain_collapse),
                   "Natural, plain AE": pct(m["plain_ae_natural_accuracy"], n),
                   "Natural, + kNN": pct(m["natural_accuracy"], n)}
         for k in steps:
@@ -384,8 +449,12 @@ def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, step
             record[f"PGD-{k}, plain AE"] = pct(plain, n)
             record[f"PGD-{k}, + kNN, same examples"] = pct(same, n)
             record[f"PGD-{k}, + kNN, worst case"] = pct(worst, n)
-            record[f"PGD-{k} verdict"] = ("tie" if overlap(worst, plain, n, n)
-                                          else "kNN helps" if worst > plain else "kNN hurts")
+            same_record = "the examples of this record"   # both flags come from it
+            with_knn = Scored("kNN", worst, n, (flags.get("worst_case") or {}).get(f"pgd{k}"), same_record,
+                              knn_collapse)
+            without = Scored("plain AE", plain, n, (flags.get("plain_ae_same_examples") or {}).get(f"pgd{k}"),
+                             same_record, plain_collapse)
+            record[f"PGD-{k} verdict"] = judge(with_knn, without).text
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -399,7 +468,9 @@ def training_cost(train: dict) -> tuple[int, float]:
 
 def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensemble: dict[str, dict],
                    paper: dict, steps: list[int], suite: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Table 8: per classifier, natural training, Madry adversarial training and the one ensemble AE."""
+    """Table 8: per classifier, natural training, Madry adversarial training and the one ensemble AE (marked
+    where it has collapsed against the natural classifier alone)."""
+    alone = classifier_naturals(natural.values())
     records = []
     for arch in ensemble:
         reported = paper.get(arch, {})
@@ -411,7 +482,8 @@ def ensemble_table(natural: dict[str, dict], adversarial: dict[str, dict], ensem
             record = {"Classifier": pipeline_model_name(m),
                       "Model": {"natural_training": "Natural training",
                                 "adversarial_training": "Adversarial training (Madry)",
-                                "aaa_ensemble": "AAA ensemble AE (one AE for all)"}[key],
+                                "aaa_ensemble": "AAA ensemble AE (one AE for all)"}[key]
+                      + collapsed_mark(collapse_of(m, alone)),
                       "Natural (ours)": pct(m["natural_accuracy"], n_examples(m)),
                       "Natural (paper)": paper_pct(theirs.get("natural"))}
             for k in steps:

@@ -7,6 +7,12 @@ the evaluate JSON, e.g. ``pgd200``) and, where the adaptive suite ran on it, the
 (``training_tables``, ``eps_table``, ``aaa_vs_madry_table``) are flat CSV records that DVC's built-in templates
 draw without a grouping column: one training file per model, one column per curve against eps. Whatever metrics
 file is missing (a partial DAG) is left out; only a missing ``evaluate`` folder is an error.
+
+An AE pipeline that has collapsed (natural accuracy below half of its classifier's alone, ``aaa_core.verdicts``)
+carries ``"collapsed": true`` in its row and ``(collapsed)`` after its name in the bar chart's table. Where the
+metrics keep per-example flags, the headline adds the paired test of AAA against Madry (exact McNemar on the
+same examples): ``pgd_p``, ``pgd_aaa_only``, ``pgd_madry_only`` (and ``worst_...`` for the suite's worst case);
+older metrics without flags add nothing, and a collapsed headline AE gets ``aaa_collapsed`` instead.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from aaa_core.checkpoints import atomic_path, write_json
+from aaa_core.verdicts import Scored, classifier_naturals, collapse_of, example_count, example_set, judge
 
 DIGITS = 4
 # The headline entry's key, first in the file. `dvc exp show` keeps the file's order, but `dvc metrics show` and
@@ -82,7 +89,7 @@ def _find(rows: dict[str, dict], ensemble: dict[str, dict], name: str) -> dict |
 
 def _pgd(row: dict) -> float | None:
     """A summary row's PGD accuracy, whatever its step count key."""
-    return next((v for k, v in row.items() if k not in ("natural", "worst")), None)
+    return next((v for k, v in row.items() if k not in ("natural", "worst", "collapsed")), None)
 
 
 def headline(rows: dict[str, dict], ensemble: dict[str, dict], loss: str, source: str) -> dict:
@@ -100,17 +107,58 @@ def headline(rows: dict[str, dict], ensemble: dict[str, dict], loss: str, source
     return out
 
 
+def _marked(row: dict, m: dict, alone: dict[str, float]) -> dict:
+    """``row`` with ``"collapsed": True`` where the pipeline of record ``m`` has collapsed (``verdicts.collapse_of``)."""
+    return {**row, "collapsed": True} if collapse_of(m, alone) else row
+
+
+def paired_headline(folders: dict[str, dict[str, dict]], loss: str, source: str) -> dict:
+    """The headline's paired test of AAA against Madry where both records keep per-example flags on the same
+    examples: ``<measure>_p`` and the two discordant counts, for ``pgd`` (the evaluate records' ``robust_flags``
+    at the last step count) and ``worst`` (the suite's ``worst_case_flags``); ``aaa_collapsed`` where the
+    headline AE has collapsed. Nothing for what the metrics cannot pair."""
+    aaa, madry = f"ae_{loss}-{source}", f"{source}_adv"
+    records = {**folders["ensemble"], **folders["evaluate"]}
+    alone = classifier_naturals(records.values())
+    out: dict = {}
+    pairs = {"pgd": (records.get(aaa), records.get(madry)),
+             "worst": (folders["robustness"].get(aaa), folders["robustness"].get(madry))}
+    for measure, (a, m) in pairs.items():
+        if a is None or m is None:
+            continue
+        if measure == "pgd":
+            key = last_step_key(a["robust_accuracy"])
+            flags = [(r.get("robust_flags") or {}).get(key) for r in (a, m)]
+            accs = [r["robust_accuracy"].get(key) for r in (a, m)]
+        else:
+            flags = [r.get("worst_case_flags") for r in (a, m)]
+            accs = [r["worst_case_accuracy"] for r in (a, m)]
+        if collapse_of(a, alone):
+            out["aaa_collapsed"] = True
+        if None in flags or None in accs:   # older metrics: nothing to pair
+            continue
+        sides = [Scored(name, acc, example_count(r), f, example_set(r), collapse_of(r, alone))
+                 for name, r, acc, f in zip(("aaa", "madry"), (a, m), accs, flags)]
+        verdict = judge(*sides)
+        if verdict.counts is not None:
+            out.update({f"{measure}_p": _round(verdict.p), f"{measure}_aaa_only": verdict.counts.first_only,
+                        f"{measure}_madry_only": verdict.counts.second_only})
+    return out
+
+
 def summarize(metrics_dir: Path, loss: str, source: str) -> dict:
     """The summary metrics of one dataset: headline first, then each evaluated pipeline, ensemble, kNN."""
     folders = load_all(metrics_dir)
     suite = folders["robustness"]
-    rows = {name: pipeline_row(m, suite.get(name)) for name, m in folders["evaluate"].items()}
-    ensemble = {name: pipeline_row(m, suite.get(name)) for name, m in folders["ensemble"].items()}
-    summary: dict = {HEADLINE: headline(rows, ensemble, loss, source), **rows}
+    alone = classifier_naturals([*folders["evaluate"].values(), *folders["ensemble"].values()])
+    rows = {name: _marked(pipeline_row(m, suite.get(name)), m, alone) for name, m in folders["evaluate"].items()}
+    ensemble = {name: _marked(pipeline_row(m, suite.get(name)), m, alone) for name, m in folders["ensemble"].items()}
+    summary: dict = {HEADLINE: {**headline(rows, ensemble, loss, source), **paired_headline(folders, loss, source)},
+                     **rows}
     if ensemble:
         summary["ensemble"] = ensemble
     if folders["knn"]:
-        summary["knn"] = {name: knn_row(m) for name, m in folders["knn"].items()}
+        summary["knn"] = {name: _marked(knn_row(m), m, alone) for name, m in folders["knn"].items()}
     return summary
 
 
@@ -160,7 +208,8 @@ def aaa_vs_madry_table(summary: dict, source: str, headline_loss: str) -> list[d
         row = _find(rows, ensemble, name)
         if row is None:
             continue
-        out.append({"pipeline": name, "natural": row["natural"], "pgd": _pgd(row), "worst": row.get("worst")})
+        out.append({"pipeline": name + (" (collapsed)" if row.get("collapsed") else ""), "natural": row["natural"],
+                    "pgd": _pgd(row), "worst": row.get("worst")})
     return out
 
 

@@ -1,5 +1,12 @@
 """render_blackbox: reports/blackbox_<dataset>.md, the AE trained with gradients, through queries only, and through a
-surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite."""
+surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite.
+
+Each blind-trained AE is judged against the white-box one under the suite's worst case by the exact paired test
+on the same examples (``aaa_core.verdicts.judge`` on the records' ``worst_case_flags``). An AE whose natural
+accuracy (full test set) is below half of the classifier's alone (``natural_accuracy_full_test`` of the
+classifier's evaluate record, ``metrics/<dataset>/evaluate/<classifier>.json`` unless ``--classifier-metrics``
+names it) is marked collapsed and left out of the verdicts.
+"""
 from __future__ import annotations
 
 import json
@@ -10,11 +17,15 @@ import click
 from aaa_core.checkpoints import atomic_path
 from aaa_core.errors import AAAError
 from aaa_core.stats import percent_with_interval
+from aaa_core.verdicts import Scored, collapse_reason, collapsed_mark, example_count, example_set, judge, percent
 from stages._cli import run
 
 ACCESS = {"gradient": "white-box (reference)", "query": "query-only: zeroth-order PGD and AE update",
           "transfer": "query-only: PGD on a surrogate (transferred), zeroth-order AE update",
           "surrogate": "white-box against a surrogate trained on the black box's labels"}
+SHORT = {"gradient": "white-box AE", "query": "query-only AE", "transfer": "transfer AE",
+         "surrogate": "surrogate-trained AE"}
+REFERENCE = "gradient"
 
 
 def _read(path: Path) -> dict:
@@ -33,10 +44,28 @@ def _attack(suite: dict, name: str) -> float:
     raise AAAError(f"no attack {name!r} in the robustness metrics of {suite['name']}")
 
 
-def table(dataset: str, runs: dict[str, tuple[dict, dict]]) -> list[str]:
+def collapses(runs: dict[str, tuple[dict, dict]], alone: float | None) -> dict[str, str | None]:
+    """Per access, ``collapse_reason`` of the AE's natural accuracy (full test set) against the classifier's
+    alone; all None where the classifier alone was not measured."""
+    return {access: collapse_reason(train.get("natural_test_accuracy"), alone) for access, (train, _) in runs.items()}
+
+
+def verdicts(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None]) -> list[str]:
+    """Each blind-trained AE against the white-box one, under the suite's worst case, paired on the same examples."""
+    def scored(access: str) -> Scored:
+        suite = runs[access][1]
+        return Scored(SHORT[access], suite["worst_case_accuracy"], example_count(suite), suite.get("worst_case_flags"),
+                      example_set(suite), collapsed.get(access))
+
+    reference = scored(REFERENCE)
+    return [f"- {SHORT[access]} against the {SHORT[REFERENCE]}: {judge(scored(access), reference).text}"
+            for access in runs if access != REFERENCE]
+
+
+def table(dataset: str, runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None] | None = None) -> list[str]:
     any_suite = next(iter(runs.values()))[1]
     paper = sorted(a["settings"]["steps"] for a in any_suite["attacks"] if a["name"].endswith("-paper"))
-    n = any_suite["examples"]
+    n = example_count(any_suite)
     head = (["AE trained", "queries to the black box", "per training image", "AE training (s)", "natural, full test set"]
             + [f"PGD-{k} (paper)" for k in paper] + ["worst case (suite)", "masked gradients"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -51,7 +80,7 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]]) -> list[str]:
         if train.get("surrogate"):
             seconds += f" (+{train['surrogate']['seconds']:.0f} surrogate)"
         masked = suite["masked_gradients"]
-        row = [ACCESS[access], spent, per_image, seconds, f"{100 * train['natural_test_accuracy']:.1f}"]
+        row = [ACCESS[access] + collapsed_mark((collapsed or {}).get(access)), spent, per_image, seconds, f"{100 * train['natural_test_accuracy']:.1f}"]
         row += [percent_with_interval(_attack(suite, f"pgd{k}-paper"), n) for k in paper]
         row += [percent_with_interval(suite["worst_case_accuracy"], n),
                 ("yes" + (" (acknowledged)" if masked["acknowledged"] else "")) if masked["detected"] else "no"]
@@ -64,9 +93,16 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]]) -> list[str]:
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="metrics/blackbox/<dataset>: train_<access>.json and robustness_<access>.json")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def main(dataset: str, metrics_dir: Path, out: Path) -> None:
+@click.option("--classifier-metrics", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The classifier's evaluate metrics (its natural accuracy alone, for the collapse rule); default "
+                   "metrics/<dataset>/evaluate/<classifier>.json beside metrics/blackbox.")
+def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | None) -> None:
     runs = {a: (_read(metrics_dir / f"train_{a}.json"), _read(metrics_dir / f"robustness_{a}.json")) for a in ACCESS}
     train, suite = runs["query"]
+    if classifier_metrics is None:
+        classifier_metrics = metrics_dir.parent.parent / dataset / "evaluate" / f"{Path(train['classifier']).stem}.json"
+    alone = _read(classifier_metrics).get("natural_accuracy_full_test") if classifier_metrics.is_file() else None
+    collapsed = collapses(runs, alone)
     budget, attack = train["blackbox"], train["attack"]
     per_epoch = (attack["steps"] + 1) * (budget["directions"] + 1)
     settings = "; ".join(f"{a['name']}: " + ", ".join(f"{k} {v}" for k, v in a["settings"].items()
@@ -89,11 +125,18 @@ def main(dataset: str, metrics_dir: Path, out: Path) -> None:
         "zeroth-order estimates through the black box (q + 1 queries per image and iteration). Every AE "
         f"starts with {budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
-        f"attacker is not limited) by the adaptive suite on the first {suite['examples']} test images, seed "
+        f"attacker is not limited) by the adaptive suite on {example_count(suite)} test images, seed "
         f"{suite['seed']}, eps {attack['eps']}, float32. Accuracies in percent with 95% Wilson intervals over "
-        "the examples; overlapping intervals are a tie (a conservative rule: a paired test on the same examples "
-        "may separate what it calls a tie). The natural accuracy is on the full test set.", "",
-        *table(dataset, runs), "",
+        "the examples. The natural accuracy is on the full test set.", "",
+        *table(dataset, runs, collapsed), "",
+        "Each blind-trained AE against the white-box one under the suite's worst case, paired on the same "
+        "examples: the exact two-sided McNemar test at 0.05 (\"n vs m discordant\": examples only the better "
+        "side, or for an inconclusive verdict the blind-trained AE, gets right, against examples only the other "
+        "does; \"inconclusive\" says the test could not separate them, not that they are equal). "
+        + (f"An AE whose natural accuracy is below half of the classifier's alone ({percent(alone)}, full test "
+           "set) has collapsed: it is marked and left out." if alone is not None else
+           f"Collapse not checked: no metrics of the classifier alone ({classifier_metrics})."), "",
+        *verdicts(runs, collapsed), "",
         "The suite's attacks: " + settings + ".", "",
     ]
     with atomic_path(out) as tmp:

@@ -3,6 +3,13 @@
 Reads the study's own metrics for seed offset 0 (metrics/<ds>/evaluate and robustness) and the
 comparison pipeline's for the other seeds and for AutoAttack; writes reports/comparison_<ds>.md and a
 small summary metrics file (mean, sd over seeds, verdict per measure).
+
+The verdict per measure is the stratified exact paired test (``aaa_core.verdicts.judge_pooled``): at each seed
+AAA and Madry are paired on the same examples by their per-example flags (natural: the evaluate record's
+``natural_flags``; PGD: its ``robust_flags``; suite worst case: ``worst_case_flags``; AutoAttack: its
+``robust_flags``), and the discordant counts are pooled over the seeds. A seed whose AAA has collapsed (natural
+accuracy below half of the natural source classifier's alone, ``<study-dir>/evaluate/<source>.json``) is left
+out and named.
 """
 from __future__ import annotations
 
@@ -15,12 +22,45 @@ from aaa_core.checkpoints import atomic_path, write_json
 from aaa_core.comparison import MEASURES, Side, load_comparison, mean_sd, pct_interval, seed_measurements, summary
 from aaa_core.config import load_params
 from aaa_core.errors import AAAError
+from aaa_core.verdicts import (Scored, Verdict, collapse_reason, example_count, example_set, judge_pooled,
+                               percent)
 from stages._cli import run
 
 # Croce & Hein (ICML 2020), Table 2: Madry et al.'s released MNIST model, eps 0.3
 PUBLISHED = ("Madry et al.'s released MNIST model (PGD-40 adversarial training, 100,000 iterations of batch 50) "
              "under AutoAttack (standard, eps 0.3): 88.50% (Croce & Hein, 2020)")
 COLUMNS = {"natural": "natural", "pgd": "PGD", "worst": "suite worst case", "autoattack": "AutoAttack"}
+
+
+def counted(m: dict | None) -> dict | None:
+    """``m`` with a bare example count under ``examples`` (what ``comparison.seed_measurements`` reads), where
+    the stage wrote the example-set record ({"n", "seed", "indices_sha256"})."""
+    if m is None or not isinstance(m.get("examples"), dict):
+        return m
+    return {**m, "examples": example_count(m)}
+
+
+def scores(name: str, records: dict[str, dict | None], collapsed: str | None) -> dict[str, Scored]:
+    """One pipeline at one seed under each measure, with its per-example flags and example set, for the paired
+    verdict. AutoAttack's record keeps its flags as ``robust_flags`` (a 0/1 list) and its example set under
+    ``attack.subset``; a record from before that (no hash) ran on the first ``examples`` test images (the
+    unshuffled ``data.test_subset`` of then), which is its example set here, so it pairs only with another such
+    record of the same count, never with a hashed one."""
+    ev, rb, aa = records["evaluate"], records["robustness"], records["autoattack"]
+    out = {}
+    if ev is not None:
+        n, steps = ev["attack"]["examples"], ev["attack"]["steps"]
+        out["natural"] = Scored(name, ev["natural_accuracy"], n, ev.get("natural_flags"), example_set(ev), collapsed)
+        out["pgd"] = Scored(name, ev["robust_accuracy"][f"pgd{steps}"], n,
+                            (ev.get("robust_flags") or {}).get(f"pgd{steps}"), example_set(ev), collapsed)
+    if rb is not None:
+        out["worst"] = Scored(name, rb["worst_case_accuracy"], example_count(rb), rb.get("worst_case_flags"),
+                              example_set(rb), collapsed)
+    if aa is not None:
+        n = example_count(aa)
+        out["autoattack"] = Scored(name, aa["autoattack_accuracy"], n, aa.get("robust_flags"),
+                                   example_set(aa) or f"the first {n} test images (unshuffled)", collapsed)
+    return out
 
 
 def read(path: Path) -> dict | None:
@@ -50,16 +90,22 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
     params = load_params(params_path)
     cfg = load_comparison(comparison_path, dataset, params.scale)
     names = {"aaa": f"ae_{loss}-{source}", "madry": f"{source}_adv"}
-    sides = {}
+    alone = read(study_dir / "evaluate" / f"{source}.json")   # the natural classifier behind every AAA seed
+    sides, raw = {}, {}
     for key, name in names.items():
-        seeds = {0: seed_measurements(read(study_dir / "evaluate" / f"{name}.json"),
-                                      read(study_dir / "robustness" / f"{name}.json"),
-                                      read(comparison_dir / "s0" / f"autoattack_{name}.json"))}
+        raw[key] = {0: {"evaluate": read(study_dir / "evaluate" / f"{name}.json"),
+                        "robustness": read(study_dir / "robustness" / f"{name}.json"),
+                        "autoattack": read(comparison_dir / "s0" / f"autoattack_{name}.json")}}
         for offset in cfg.seed_offsets:
             d = comparison_dir / f"s{offset}"
-            seeds[offset] = seed_measurements(read(d / f"evaluate_{name}.json"), read(d / f"robustness_{name}.json"),
-                                              read(d / f"autoattack_{name}.json"))
-        missing = {o: sorted(set(MEASURES) - set(m)) for o, m in seeds.items() if set(m) != set(MEASURES)}
+            raw[key][offset] = {"evaluate": read(d / f"evaluate_{name}.json"),
+                                "robustness": read(d / f"robustness_{name}.json"),
+                                "autoattack": read(d / f"autoattack_{name}.json")}
+        seeds = {offset: seed_measurements(*(counted(r[k]) for k in ("evaluate", "robustness", "autoattack")))
+                 for offset, r in raw[key].items()}
+        # AutoAttack runs on the study's own pair (offset 0) only; every other measure at every seed
+        needed = {o: set(MEASURES) if o == 0 else set(MEASURES) - {"autoattack"} for o in seeds}
+        missing = {o: sorted(needed[o] - set(m)) for o, m in seeds.items() if needed[o] - set(m)}
         if missing:
             raise AAAError(f"{comparison_dir}: {name} lacks metrics at seed offset(s) {sorted(missing)} ("
                            + "; ".join(f"{o}: {', '.join(k)}" for o, k in sorted(missing.items()))
@@ -67,6 +113,12 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
         sides[key] = Side(name, seeds)
     aaa, madry = sides["aaa"], sides["madry"]
     result = summary(aaa, madry)
+    verdicts = paired_verdicts(aaa, madry, raw, alone, params.seed)
+    for k, v in verdicts.items():   # the paired verdict replaces the interval rule of comparison.summary
+        result[k]["verdict"] = v.text
+        result[k].update({f: v.as_dict()[f] for f in ("outcome", "p") if f in v.as_dict()})
+        if v.counts is not None:
+            result[k].update(aaa_only=v.counts.first_only, madry_only=v.counts.second_only)
     write_json({dataset: {"seeds": 1 + len(cfg.seed_offsets), **result}}, summary_path)
 
     def n_of(key: str) -> str:
@@ -87,20 +139,25 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
                "torchattacks, the cascade of Croce & Hein).",
              "",
              "Each accuracy: percent and its 95% Wilson interval over the examples; `mean +- sd` over seeds. "
-             + ("The suite and AutoAttack ran on the same first images, but the suite keeps no per-example flags, "
-                "so the lower of the two is an upper bound on their combined worst case."
+             + ("The suite and AutoAttack ran on the same images, each taking its own worst case, so the "
+                "lower of the two is an upper bound on their combined worst case."
                 if n_of("worst") == n_of("autoattack") else
-                f"The suite ran on the first {n_of('worst')} images and AutoAttack on the first "
-                f"{n_of('autoattack')}, so the two are not on the same examples."), "",
+                f"The suite ran on {n_of('worst')} images and AutoAttack on {n_of('autoattack')}, both prefixes "
+                "of the study's seeded random test order, so AutoAttack's images are among the suite's."), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for side in (aaa, madry):
         for seed, ms in sorted(side.seeds.items()):
             lines.append(f"| {side.name} | {params.seed + seed} | "
                          + " | ".join(pct_interval(ms.get(k)) for k in MEASURES) + " |")
         lines.append(f"| {side.name} | mean +- sd | " + " | ".join(mean_sd(side.measure(k)) for k in MEASURES) + " |")
-    lines += ["", "Verdict per measure (a side wins only where every seed's interval lies above every seed "
-              "interval of the other side; otherwise a tie):", ""]
-    lines += [f"- {COLUMNS[k]}: {result[k]['verdict']}" for k in MEASURES]
+    lines += ["", "Verdict per measure, AAA against Madry paired on the same examples at each seed and pooled over "
+              "the seeds: the exact two-sided stratified McNemar test at 0.05 (the sum of the seeds' discordant "
+              "counts is binomial under no difference). \"n vs m discordant\": examples only the better side "
+              "(or, when inconclusive, AAA) gets right, against examples only the other does; each seed's own "
+              "counts in brackets, in the same order. \"inconclusive\" says the test could not separate them, not "
+              "that they are equal. " + collapse_note(alone, source), ""]
+    lines += [f"- {COLUMNS[k]}: {verdicts[k].text}"
+              + (f" [{', '.join(verdicts[k].notes)}]" if verdicts[k].notes else "") for k in MEASURES]
     lines += ["", f"For scale: {PUBLISHED}. That model had a far larger training budget than ours (see the "
               "study's budget caption), so only the gap between PGD and AutoAttack compares, not the levels.", ""]
     cascade = []
@@ -119,6 +176,31 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")
+
+
+def collapse_note(alone: dict | None, source: str) -> str:
+    if alone is None:
+        return (f"Collapse not checked: no metrics of the natural `{source}` alone "
+                f"(evaluate/{source}.json of the study).")
+    return (f"A seed whose AAA has collapsed (natural accuracy below half of the natural `{source}` alone, "
+            f"{percent(alone['natural_accuracy'])}) is left out of the pooled test and named.")
+
+
+def paired_verdicts(aaa: Side, madry: Side, raw: dict[str, dict[int, dict]], alone: dict | None,
+                    base_seed: int) -> dict[str, Verdict]:
+    """Per measure, AAA against Madry by ``judge_pooled``: one stratum per seed, AAA at that seed (left out where
+    collapsed against the natural classifier alone) against Madry at that seed."""
+    clf = alone["natural_accuracy"] if alone else None
+    per_seed = {}
+    for seed in sorted(raw["aaa"]):
+        ev = raw["aaa"][seed]["evaluate"]
+        collapsed = collapse_reason(ev["natural_accuracy"], clf) if ev else None
+        per_seed[seed] = (scores(f"AAA ({aaa.name})", raw["aaa"][seed], collapsed),
+                          scores(f"Madry ({madry.name})", raw["madry"][seed], None))
+    return {k: judge_pooled([(f"seed {base_seed + seed}", a[k], m[k]) for seed, (a, m) in per_seed.items()
+                             if k in a and k in m],
+                            f"AAA ({aaa.name})", f"Madry ({madry.name})")
+            for k in MEASURES}
 
 
 if __name__ == "__main__":

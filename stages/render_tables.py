@@ -8,11 +8,11 @@ import click
 import yaml
 
 from aaa_core.checkpoints import atomic_path
-from aaa_core.config import load_params
-from aaa_core.report import (budget_caption, caption, ensemble_table, knn_table, knn_versus_plain, load_examples,
-                             load_metrics,
-                             pipeline_model_name, reconstruction_figure, suite_by_pipeline, sweep_figure, table,
-                             training_cost, versus_madry, worst_caption)
+from aaa_core.config import AE_LOSSES, load_params
+from aaa_core.report import (PAIRED_NOTE, budget_caption, caption, ensemble_table, knn_table, knn_versus_plain,
+                             load_examples, load_metrics, pipeline_model_name, reconstruction_figure,
+                             suite_by_pipeline, sweep_figure, table, training_cost, versus_madry, worst_caption)
+from aaa_core.verdicts import classifier_naturals
 from stages._cli import run
 
 # dataset -> (paper section, [(title, classifier arch, paper table key)]) for Tables 1/2, 4/5 and 6/7; "{model}" in
@@ -91,13 +91,15 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
         if not clf:
             raise click.ClickException(f"{metrics_dir / 'evaluate'} has no pipeline on classifier {arch!r} for {title!r}")
         lines += [f"## {title.format(model=pipeline_model_name(clf[0]))}", "",
-                  table(rows, paper_entry(paper, key), params.loss, arch, steps, suite).to_markdown(index=False), ""]
+                  table(rows, paper_entry(paper, key), params.loss, arch, steps, suite,
+                        not_run=[x for x in AE_LOSSES if x != params.loss and x not in params.other_losses]).to_markdown(index=False), ""]
         if i == 0:   # the table of AAA against Madry
             lines += [versus_madry(rows, suite, params.loss, arch, steps), ""]
-    lines += ensemble_section(metrics_dir, rows, paper, steps, suite) + knn_section(metrics_dir, dataset, paper, params.loss, steps)
+    lines += (ensemble_section(metrics_dir, rows, paper, steps, suite)
+              + knn_section(metrics_dir, dataset, paper, params.loss, steps, classifier_naturals(rows)))
     lines += ["## Robust accuracy against eps", "",
-              f"PGD-{sweep['attack']['steps']} with step 2.5 * eps / steps, one random start, on the first "
-              f"{sweep['examples']} test images.", "", f"![accuracy against eps]({sweep_png.relative_to(out.parent)})",
+              f"PGD-{sweep['attack']['steps']} with step 2.5 * eps / steps, one random start (its own per eps), on "
+              f"{sweep['examples']} test images (the seeded random subset).", "", f"![accuracy against eps]({sweep_png.relative_to(out.parent)})",
               "", "## Reconstructions", "",
               "Per AE loss (headline first): clean test images, their reconstruction, the PGD adversarial "
               "example crafted through AE and classifier, and its reconstruction with the pipeline's prediction.",
@@ -157,7 +159,10 @@ def knn_square_caption(rows: list[dict]) -> str:
             f"fooled (robust under both gradient attacks at the longest PGD): {missed}.")
 
 
-def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, steps: list[int]) -> list[str]:
+def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, steps: list[int],
+                alone: dict[str, float] | None = None) -> list[str]:
+    """The kNN tables and, per classifier, whether kNN helps (paired verdicts); ``alone``: the classifiers'
+    natural accuracy alone (``verdicts.classifier_naturals`` of the evaluate records), to mark collapse."""
     folder = metrics_dir / "knn"
     if not folder.is_dir() or dataset not in KNN_TABLES:
         return []
@@ -166,20 +171,20 @@ def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, ste
     lines = ["## kNN latent reconstruction", "",
              f"The latent of each input is replaced by the mean of its {first['pipeline']['knn']['k']} nearest training "
              f"latents ({first['pipeline']['knn']['bank_size']} latents of {first['pipeline']['knn']['latent_dim']} "
-             f"dimensions, exact search) before decoding. First {first['attack']['examples']} test images. "
+             f"dimensions, exact search) before decoding. {first['attack']['examples']} test images (the seeded random subset). "
              "*Non-adaptive* is the paper's protocol: PGD crafted on AE + classifier without kNN, then classified "
              "with it. *BPDA* attacks through the kNN step with a straight-through gradient (the plain gradient "
              "is zero). " + knn_square_caption(rows), ""]
     for title, arch, key in KNN_TABLES[dataset]:
-        lines += [f"## {title}", "", knn_table(rows, paper.get(key, {}), headline, arch, steps).to_markdown(index=False),
-                  ""]
-        versus = knn_versus_plain(rows, headline, arch, steps)
+        lines += [f"## {title}", "",
+                  knn_table(rows, paper.get(key, {}), headline, arch, steps, alone).to_markdown(index=False), ""]
+        versus = knn_versus_plain(rows, headline, arch, steps, alone)
         if len(versus):
             lines += [f"Does kNN help ({arch.upper()})? On the same {first['attack']['examples']} test images: the "
                       "plain AE under white-box PGD (final iterate), AE + kNN on those very adversarial examples, "
                       "and AE + kNN's worst case (every attack above). The verdict compares the plain AE with "
-                      "kNN's worst case, the strongest attack each got; a difference inside the 95% intervals is "
-                      "a tie.", "",
+                      "kNN's worst case, the strongest attack each got, on the same examples (kNN first). "
+                      + PAIRED_NOTE, "",
                       versus.to_markdown(index=False), ""]
     return lines
 

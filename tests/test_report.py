@@ -50,19 +50,33 @@ def test_a_degenerate_pipeline_is_flagged_in_its_row():
     assert list(df["Model"]) == ["Natural training", "AAA, L_ce (headline) [DEGENERATE: class 2 for 100% of inputs]"]
 
 
-def test_the_verdict_calls_a_difference_inside_the_intervals_a_tie():
+def flags(correct, n=100, start=0):
+    """Per-example flags: examples start .. start + correct - 1 right, the rest wrong."""
+    return "".join("1" if start <= i < start + correct else "0" for i in range(n))
+
+
+def test_the_worst_case_verdict_is_the_paired_test_never_a_tie():
     from aaa_core.report import verdict
 
-    def suite(mode, loss, worst, n=100):
+    def suite(mode, loss, worst, flag_text=None, n=100):
         m = record("dnn", mode=mode, loss=loss)
-        return {**m, "worst_case_accuracy": worst, "examples": n}
+        m = {**m, "worst_case_accuracy": worst, "examples": n}
+        if flag_text is not None:
+            m.update(worst_case_flags=flag_text, subset={"n": n, "seed": 0, "indices_sha256": "s"})
+        return m
 
-    madry = suite("adversarial", None, 0.89)
-    assert "tie: the intervals overlap" in verdict([madry, suite("natural", "ce_mse", 0.80)])
-    assert "Madry wins" in verdict([madry, suite("natural", "ce_mse", 0.60)])
-    assert "AAA wins" in verdict([suite("adversarial", None, 0.60), suite("natural", "ce_mse", 0.89)])
-    # the same 9-point gap is a win on 1,000 examples
-    assert "Madry wins" in verdict([suite("adversarial", None, 0.89, 1000), suite("natural", "ce_mse", 0.80, 1000)])
+    # 89% against 80% on 100 examples, the intervals overlap (once called a tie): 9 vs 0 discordant separates them
+    madry = suite("adversarial", None, 0.89, flags(89))
+    text = verdict([madry, suite("natural", "ce_mse", 0.80, flags(80))])
+    assert "Madry better (p = 0.0039; 9 vs 0 discordant)" in text and "tie" not in text
+    # the same accuracies, the discordant examples spread both ways (AAA right on 11 Madry misses): inconclusive
+    text = verdict([madry, suite("natural", "ce_mse", 0.80, flags(80, start=20))])
+    assert "inconclusive (p = 0.15; 11 vs 20 discordant)" in text
+    assert "AAA better" in verdict([suite("adversarial", None, 0.60, flags(60)),
+                                    suite("natural", "ce_mse", 0.89, flags(89))])
+    # metrics from before the flags: said, not invented
+    assert "no per-example flags: not compared" in verdict([suite("adversarial", None, 0.89),
+                                                            suite("natural", "ce_mse", 0.60)])
 
 
 def test_wilson_interval_matches_the_textbook_values():
@@ -94,24 +108,31 @@ def test_the_worst_case_column_comes_from_the_suite_run_on_that_very_pipeline():
     assert WORST not in table([aaa], {}, "ce_mse", "dnn", [20]).columns   # no suite given: no column
 
 
-def test_the_verdict_under_a_table_against_madry_judges_pgd_and_the_worst_case_by_the_intervals():
+def test_the_verdict_under_a_table_against_madry_pairs_pgd_and_the_worst_case():
     from aaa_core.report import suite_by_pipeline, versus_madry
 
     madry = record("dnn", mode="adversarial", robust=0.89)
     aaa = record("dnn", loss="ce_mse", robust=0.77)
     madry["pipeline"]["classifier"], aaa["pipeline"]["classifier"] = "models/dnn_adv.pt", "models/dnn.pt"
     madry["attack"] = aaa["attack"] = {"examples": 500}
+    madry["examples"] = aaa["examples"] = {"n": 500, "seed": 0, "indices_sha256": "first"}
     madry["robust_accuracy"], aaa["robust_accuracy"] = {"pgd200": 0.89}, {"pgd200": 0.77}
-    suite = suite_by_pipeline([suite_record("models/dnn_adv.pt", 0.86), suite_record("models/ae_ce_mse.pt+models/dnn.pt", 0.80)])
+    madry["robust_flags"], aaa["robust_flags"] = {"pgd200": flags(445, 500)}, {"pgd200": flags(385, 500)}
+    sub = {"n": 100, "seed": 0, "indices_sha256": "suite"}
+    suite = suite_by_pipeline([{**suite_record("models/dnn_adv.pt", 0.86), "worst_case_flags": flags(86), "subset": sub},
+                               {**suite_record("models/ae_ce_mse.pt+models/dnn.pt", 0.80),
+                                "worst_case_flags": flags(80, start=14), "subset": sub}])
     text = versus_madry([madry, aaa], suite, "ce_mse", "dnn", [40, 200])
     assert "under PGD-200, AAA 77.00" in text and "Madry 89.00" in text
-    pgd, worst = text.split("; ")
-    assert pgd.endswith("Madry wins") and worst.startswith("under the suite's worst case") and "a tie" in worst
+    pgd, worst = text.split(":** ")[1].split(". Verdicts")[0].split("; under")
+    assert pgd.endswith("Madry better (p = 2e-18; 60 vs 0 discordant)")
+    assert worst.startswith(" the suite's worst case") and "inconclusive (p = 0.29; 8 vs 14 discordant)" in worst
+    assert "tie" not in text
     # no suite record for the Madry model: no worst-case verdict, said so
     assert "no worst-case verdict" in versus_madry([madry, aaa], {}, "ce_mse", "dnn", [200])
-    # AAA ahead outside the intervals is called a win for AAA
-    aaa["robust_accuracy"] = {"pgd200": 0.99}
-    assert "AAA wins" in versus_madry([madry, aaa], suite, "ce_mse", "dnn", [200]).split("; ")[0]
+    # AAA ahead: a verdict for AAA
+    aaa["robust_accuracy"], aaa["robust_flags"] = {"pgd200": 0.99}, {"pgd200": flags(495, 500)}
+    assert "AAA better" in versus_madry([madry, aaa], suite, "ce_mse", "dnn", [200]).split("; under")[0]
 
 
 def test_knn_and_the_plain_ae_are_compared_on_the_same_examples_with_a_verdict():
@@ -126,12 +147,25 @@ def test_knn_and_the_plain_ae_are_compared_on_the_same_examples_with_a_verdict()
                                 "plain_ae_same_examples": {"pgd200": plain}}
         return m
 
-    rows = [knn_record("ce_mse", 0.70, 0.90), knn_record("mse", 0.85, 0.87), knn_record("ce", 0.90, 0.60),
-            knn_record("ce_mse", 0.70, 0.90, worst=0.72)]
+    def with_flags(m, plain, worst):
+        m["flags"] = {"plain_ae_same_examples": {"pgd200": flags(round(150 * plain), 150)},
+                      "worst_case": {"pgd200": flags(round(150 * worst), 150)}}
+        return m
+
+    rows = [with_flags(knn_record("ce_mse", 0.70, 0.90), 0.70, 0.90), with_flags(knn_record("mse", 0.85, 0.87), 0.85, 0.87),
+            with_flags(knn_record("ce", 0.90, 0.60), 0.90, 0.60),
+            with_flags(knn_record("ce_mse", 0.70, 0.90, worst=0.72), 0.70, 0.72)]
     df = knn_versus_plain(rows, "ce_mse", "dnn", [200])
     assert list(df["Model"]) == ["AAA, L_ce+mse", "AAA, L_ce+mse", "AAA, L_ce", "AAA, L_mse"]
-    # the verdict reads kNN's worst case: kNN on the same examples at 90% but an adaptive attack at 72% is a tie
-    assert list(df["PGD-200 verdict"]) == ["kNN helps", "tie", "kNN hurts", "tie"]
+    # the verdict reads kNN's worst case: kNN on the same examples at 90% but an adaptive attack at 72% is not shown
+    # better than the plain AE (3 vs 0 discordant); never a tie
+    assert list(df["PGD-200 verdict"]) == ["kNN better (p = 2e-09; 30 vs 0 discordant)",
+                                           "inconclusive (p = 0.25; 3 vs 0 discordant)",
+                                           "plain AE better (p = 6e-14; 45 vs 0 discordant)",
+                                           "inconclusive (p = 0.50; 2 vs 0 discordant)"]
+    del rows[0]["flags"]   # a record from before the flags: no verdict, said so
+    assert list(knn_versus_plain(rows, "ce_mse", "dnn", [200])["PGD-200 verdict"])[0] == \
+        "no per-example flags: not compared"
     assert list(df["PGD-200, plain AE"])[0] == "70.00 [62.2, 76.8]"
     assert list(df["PGD-200, + kNN, same examples"])[1] == "90.00 [84.2, 93.8]"
     old = record("dnn", loss="ce")   # a record from before the plain-AE measurement: left out, not invented

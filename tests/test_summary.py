@@ -1,33 +1,117 @@
 """stages.summarize: the headline metrics file and the DVC plot tables, checked against the metrics they come from.
 
-The metrics are a few of the committed files of metrics/mnist copied into a temporary folder, so every expected
-number is read from the source file here, never from the code under test.
+The metrics are written here into a temporary folder, in the layout and format the stages write (evaluate,
+ensemble, robustness, knn, train, sweep_eps.json; per-example flags and example-set records included), so the
+tests depend on no committed metrics file that a rebuild replaces, and every expected number is read from the
+source file here, never from the code under test. The set mirrors the study's MNIST outputs: the suite ran on
+dnn, dnn_adv and the headline AE ae_ce_mse-dnn; ae_mse-dnn stands for an AE of ``other_losses`` (evaluated, no
+suite run).
 """
 from __future__ import annotations
 
 import csv
 import json
-import shutil
+import random
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from aaa_core.verdicts import exact_two_sided_p
 from stages.summarize import main
 
-ROOT = Path(__file__).resolve().parents[1]
-MNIST = ROOT / "metrics" / "mnist"
+N = 300                                   # examples of every record: accuracies like 0.8533 that need rounding
+SUBSET = {"n": N, "seed": 0, "order": "aaa_core.data.test_order", "indices_sha256": "f" * 64}
+CLASSIFIER = {"dnn": "models/mnist/dnn.pt", "dnn_adv": "models/mnist/dnn_adv.pt"}
+# pipeline: (classifier, AE loss or None, natural, PGD-40, PGD-200 correct counts of N)
+EVALUATED = {"dnn": ("dnn", None, 294, 3, 0), "dnn_adv": ("dnn_adv", None, 289, 241, 233),
+             "ae_ce_mse-dnn": ("dnn", "ce_mse", 287, 221, 206), "ae_mse-dnn": ("dnn", "mse", 290, 40, 31),
+             "ae_ensemble-dnn": ("dnn", "ce_mse", 283, 199, 190)}
+WORST = {"dnn": 0, "dnn_adv": 226, "ae_ce_mse-dnn": 200}   # the suite's worst case, correct of N
 FILES = ["evaluate/dnn.json", "evaluate/dnn_adv.json", "evaluate/ae_ce_mse-dnn.json", "evaluate/ae_mse-dnn.json",
-         "robustness/dnn_adv.json", "robustness/ae_ce_mse-dnn.json",   # none for dnn and ae_mse-dnn
+         "robustness/dnn.json", "robustness/dnn_adv.json", "robustness/ae_ce_mse-dnn.json",   # none for ae_mse-dnn
          "ensemble/ae_ensemble-dnn.json", "knn/ae_ce_mse-dnn.json", "train/dnn.json", "train/ae_ce_mse.json",
          "sweep_eps.json"]
 
 
-def copy_metrics(dest: Path, files: list[str]) -> Path:
+def flags(correct: int, seed: str) -> str:
+    """N per-example flags with ``correct`` ones, in an order fixed by ``seed``."""
+    bits = ["1"] * correct + ["0"] * (N - correct)
+    random.Random(seed).shuffle(bits)
+    return "".join(bits)
+
+
+def pipeline(name: str) -> dict:
+    clf, loss, *_ = EVALUATED[name]
+    return {"ae": f"models/mnist/ae_{loss}.pt" if loss else None, "ae_loss": loss, "classifier": CLASSIFIER[clf],
+            "classifier_arch": "dnn", "classifier_mode": "adversarial" if clf == "dnn_adv" else "natural"}
+
+
+def evaluate_record(name: str) -> dict:
+    _, _, natural, pgd40, pgd200 = EVALUATED[name]
+    return {"dataset": "mnist", "pipeline": pipeline(name), "natural_accuracy_full_test": (natural + 3) / (N + 3),
+            "natural_accuracy": natural / N, "robust_accuracy": {"pgd40": pgd40 / N, "pgd200": pgd200 / N},
+            "natural_flags": flags(natural, f"{name}/natural"),
+            "robust_flags": {"pgd40": flags(pgd40, f"{name}/pgd40"), "pgd200": flags(pgd200, f"{name}/pgd200")},
+            "attack": {"eps": 0.3, "alpha": 0.01, "steps": 200, "examples": N, "seed": 1}, "examples": SUBSET}
+
+
+def robustness_record(name: str) -> dict:
+    spec = (f"models/mnist/ae_{pipeline(name)['ae_loss']}.pt+" if pipeline(name)["ae"] else "") + pipeline(name)["classifier"]
+    return {"dataset": "mnist", "name": name, "pipeline": {"spec": spec, "ae_loss": pipeline(name)["ae_loss"]},
+            "examples": N, "subset": SUBSET, "seed": 0, "natural_accuracy": EVALUATED[name][2] / N,
+            "worst_case_accuracy": WORST[name] / N, "worst_case_flags": flags(WORST[name], f"{name}/worst")}
+
+
+def knn_record() -> dict:
+    curves = {"non_adaptive": (0.8733333, 0.8466667), "bpda": (0.8866667, 0.86), "worst_case": (0.8466667, 0.8133333)}
+    return {"dataset": "mnist", "pipeline": pipeline("ae_ce_mse-dnn"), "natural_accuracy": 0.9433333,
+            "robust_accuracy": {k: {"pgd40": a, "pgd200": b} for k, (a, b) in curves.items()}, "examples": SUBSET}
+
+
+def train_record(losses: list[float]) -> dict:
+    return {"history": [{"epoch": i + 1, "loss": loss, "val_loss": loss * 1.1 + 0.012345, "lr": 0.001}
+                        for i, loss in enumerate(losses)]}
+
+
+def sweep_record() -> dict:
+    eps = [0.0, 0.1, 0.2, 0.3]
+    curves = {"ae_ce_mse + dnn": [0.9566667, 0.8812345, 0.7712345, 0.6866667],
+              "dnn (natural)": [0.98, 0.3012345, 0.0123456, 0.0],
+              "dnn (adversarial)": [0.9633333, 0.9012345, 0.8412345, 0.7766667]}
+    return {"dataset": "mnist", "headline_loss": "ce_mse", "examples": 100, "seed": 0,
+            "curves": {label: [{"eps": e, "alpha": 2.5 * e / 20, "accuracy": a} for e, a in zip(eps, accs)]
+                       for label, accs in curves.items()}}
+
+
+def record(name: str) -> dict:
+    """The metrics file ``name`` (relative to metrics/mnist) as its stage writes it."""
+    folder, _, stem = name.removesuffix(".json").rpartition("/")
+    if folder in ("evaluate", "ensemble"):
+        return evaluate_record(stem)
+    if folder == "robustness":
+        return robustness_record(stem)
+    if folder == "knn":
+        return knn_record()
+    if folder == "train":
+        return train_record({"dnn": [0.412345, 0.151234, 0.0912345], "ae_ce_mse": [1.812345, 0.912345]}[stem])
+    return sweep_record()
+
+
+def write_metrics(dest: Path, files: list[str]) -> Path:
+    """Write the metrics files ``files`` (paths under metrics/mnist) into ``dest``."""
     for name in files:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(MNIST / name, dest / name)
+        (dest / name).write_text(json.dumps(record(name), indent=2))
     return dest
+
+
+def paired(metrics: Path, aaa: str, madry: str, key: str | None = None) -> tuple[int, int]:
+    """(examples only AAA gets right, only Madry does) from two source files' flags: ``robust_flags[key]``, or
+    ``worst_case_flags`` without a key."""
+    a, m = ((source(metrics, f)["robust_flags"][key] if key else source(metrics, f)["worst_case_flags"])
+            for f in (aaa, madry))
+    return sum(x == "1" and y == "0" for x, y in zip(a, m)), sum(x == "0" and y == "1" for x, y in zip(a, m))
 
 
 def source(metrics: Path, name: str) -> dict:
@@ -46,7 +130,7 @@ def run(metrics: Path, out: Path, *extra: str, dataset: str = "mnist"):
 
 @pytest.fixture
 def summarized(tmp_path) -> tuple[Path, Path, dict]:
-    metrics = copy_metrics(tmp_path / "metrics", FILES)
+    metrics = write_metrics(tmp_path / "metrics", FILES)
     out = tmp_path / "out"
     result = run(metrics, out)
     assert result.exit_code == 0, result.output
@@ -63,10 +147,10 @@ def test_rows_are_the_source_numbers(summarized):
         assert last == "pgd200"   # of pgd40 and pgd200: the largest step count, not the last string
         assert summary[name]["natural"] == round(m["natural_accuracy"], 4)
         assert summary[name]["pgd200"] == round(m["robust_accuracy"]["pgd200"], 4)
-    for name in ("dnn_adv", "ae_ce_mse-dnn"):
+    for name in ("dnn", "dnn_adv", "ae_ce_mse-dnn"):
         assert summary[name]["worst"] == round(source(metrics, f"robustness/{name}.json")["worst_case_accuracy"], 4)
-        assert set(summary[name]) == {"natural", "pgd200", "worst"}
-    for name in ("dnn", "ae_mse-dnn"):   # no adaptive-suite file: no worst case
+        assert set(summary[name]) == {"natural", "pgd200", "worst"}   # none collapsed: no "collapsed" key
+    for name in ("ae_mse-dnn",):   # no adaptive-suite file (an AE of other_losses): no worst case
         assert set(summary[name]) == {"natural", "pgd200"}
     ens = source(metrics, "ensemble/ae_ensemble-dnn.json")
     assert summary["ensemble"] == {"ae_ensemble-dnn": {"natural": round(ens["natural_accuracy"], 4),
@@ -84,21 +168,32 @@ def test_headline_first_and_compares_aaa_with_madry(summarized):
     assert sorted(summary)[0] == "_headline"   # dvc metrics show/diff sort the keys
     aaa, madry = (source(metrics, f"evaluate/{n}.json")["robust_accuracy"]["pgd200"] for n in ("ae_ce_mse-dnn",
                                                                                                "dnn_adv"))
+    # the paired test of AAA against Madry: the discordant counts of the two source files' flags
+    pgd = paired(metrics, "evaluate/ae_ce_mse-dnn.json", "evaluate/dnn_adv.json", "pgd200")
+    worst = paired(metrics, "robustness/ae_ce_mse-dnn.json", "robustness/dnn_adv.json")
     assert summary["_headline"] == {
         "aaa": "ae_ce_mse-dnn", "madry": "dnn_adv", "aaa_pgd": round(aaa, 4), "madry_pgd": round(madry, 4),
         "aaa_worst": round(source(metrics, "robustness/ae_ce_mse-dnn.json")["worst_case_accuracy"], 4),
-        "madry_worst": round(source(metrics, "robustness/dnn_adv.json")["worst_case_accuracy"], 4)}
+        "madry_worst": round(source(metrics, "robustness/dnn_adv.json")["worst_case_accuracy"], 4),
+        "pgd_p": round(exact_two_sided_p(pgd[0], sum(pgd)), 4), "pgd_aaa_only": pgd[0], "pgd_madry_only": pgd[1],
+        "worst_p": round(exact_two_sided_p(worst[0], sum(worst)), 4), "worst_aaa_only": worst[0],
+        "worst_madry_only": worst[1]}
+    assert sum(pgd) > 0 and sum(worst) > 0   # the flags differ: the counts are not trivially zero
     assert len(text.splitlines()) < 60
 
 
 def test_headline_loss_option_and_missing_worst(tmp_path):
-    metrics = copy_metrics(tmp_path / "metrics", FILES)
+    metrics = write_metrics(tmp_path / "metrics", FILES)
     result = run(metrics, tmp_path / "out", "--loss", "mse")
     assert result.exit_code == 0, result.output
     head = json.loads((tmp_path / "out" / "summary.json").read_text())["mnist"]["_headline"]
     assert head["aaa"] == "ae_mse-dnn"
     assert head["aaa_pgd"] == round(source(metrics, "evaluate/ae_mse-dnn.json")["robust_accuracy"]["pgd200"], 4)
     assert "aaa_worst" not in head and "madry_worst" in head
+    # the PGD flags pair; the worst case does not (no suite file for ae_mse-dnn)
+    assert (head["pgd_aaa_only"], head["pgd_madry_only"]) == paired(metrics, "evaluate/ae_mse-dnn.json",
+                                                                    "evaluate/dnn_adv.json", "pgd200")
+    assert not any(k.startswith("worst_") for k in head)
     assert list(read_csv(tmp_path / "out" / "plots" / "eps.csv")[0]) == ["eps", "aaa", "natural", "madry"]
     bars = read_csv(tmp_path / "out" / "plots" / "aaa_vs_madry.csv")
     assert [r["pipeline"] for r in bars] == ["dnn", "dnn_adv", "ae_mse-dnn", "ae_ce_mse-dnn", "ae_ensemble-dnn"]
@@ -134,7 +229,7 @@ def test_plot_tables(summarized):
 
 
 def test_partial_dag_writes_rows_for_what_exists(tmp_path):
-    metrics = copy_metrics(tmp_path / "metrics", ["evaluate/dnn.json"])
+    metrics = write_metrics(tmp_path / "metrics", ["evaluate/dnn.json"])
     out = tmp_path / "out"
     (out / "plots" / "training").mkdir(parents=True)
     (out / "plots" / "training" / "gone.csv").write_text("epoch,loss,val_loss\n1,2,3\n")   # from an older run
@@ -163,7 +258,7 @@ def test_cifar_step_key_and_source(tmp_path):
 
 
 def test_no_evaluate_files_is_one_clear_error(tmp_path):
-    metrics = copy_metrics(tmp_path / "metrics", ["train/dnn.json", "sweep_eps.json"])
+    metrics = write_metrics(tmp_path / "metrics", ["train/dnn.json", "sweep_eps.json"])
     out = tmp_path / "out"
     result = run(metrics, out)
     assert result.exit_code == 1
