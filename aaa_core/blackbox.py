@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from aaa_core.config import Count, ParamsError, Range, Size, Step, _build
 from aaa_core.errors import AAAError
-from aaa_core.training import TrainConfig, _batched_mean, fit
+from aaa_core.training import TrainConfig, pretrain_ae  # noqa: F401  (pretrain_ae: used by the study's stages)
 
 Output = Literal["logits", "probs"]
 
@@ -155,27 +155,6 @@ def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Te
     """The black box's predicted class for every image (one query each): a surrogate's training labels."""
     return torch.cat([blackbox.query(xb).argmax(1) for xb in x.split(batch_size)])
 
-
-
-def pretrain_ae(ae: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, **fit_kwargs) -> list[dict]:
-    """Warm start: ``cfg.epochs`` epochs of clean reconstruction (MSE to the input), no attack, no classifier.
-
-    What ZO-AE-DS does before its zeroth-order phase: an AE that already reconstructs hands the classifier
-    in-distribution images from the first adversarial iteration, instead of noise it answers at chance.
-    """
-    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
-        ae.train()
-        return nn.functional.mse_loss(ae(xb).float(), xb)
-
-    def val_loss(generator: torch.Generator) -> float:
-        def one(xb: Tensor, yb: Tensor) -> Tensor:
-            with torch.no_grad():
-                return nn.functional.mse_loss(ae.eval()(xb), xb)
-        unused = torch.zeros(len(x_val), dtype=torch.long, device=x_val.device)
-        return _batched_mean(one, x_val, unused, cfg.batch_size)
-
-    labels = torch.zeros(len(x), dtype=torch.long, device=x.device)   # unused: reconstruction needs none
-    return fit(ae, step, val_loss, x, labels, cfg, **fit_kwargs)
 
 
 # ---- the black-box study's own knobs: blackbox.yaml, a DVC params file beside params.yaml ----

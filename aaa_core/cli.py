@@ -173,8 +173,8 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 @_common
 @click.option("--loss", type=click.Choice(["ce", "mse", "ce_mse"]), default=None, help="(params: loss)")
 @click.option("--mse-weight", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="ce_mse only: L = ce + W * mse (default 1, the paper's; at 1 the MSE term is about 1% of the loss, "
-                   "reports/ablations_mnist.md measures 10 and 100)")
+              help="ce_mse only: L = ce + W * mse (params: ae.<dataset>.mse_weight; folder: 10; the paper's is 1, "
+                   "where the MSE term is about 1% of the loss: reports/ablations_mnist.md)")
 @click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
               help="gradient: white-box AAA; query: the classifier is only queried (zeroth-order gradients).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
@@ -190,8 +190,8 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 @click.option("--output", "bb_output", type=click.Choice(["logits", "probs"]), default=None,
               help="query access: what the classifier returns (default logits)")
 @click.option("--warm-epochs", type=click.IntRange(0), default=None,
-              help="epochs of clean reconstruction before adversarial training (query access: params blackbox / 1; "
-                   "gradient: 0)")
+              help="epochs of clean reconstruction before adversarial training (params: ae.<dataset>.warm_epochs, "
+                   "query access: blackbox; folder: 1)")
 @click.option("--val-size", type=click.IntRange(1), default=None,
               help="training images held out for validation (params: split; folder: 10%, at most 1000)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The AE checkpoint.")
@@ -201,15 +201,14 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         epoch_images, steps, alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size,
         out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
-    from aaa_core.ablation import weighted_ce_mse
-    from aaa_core.blackbox import QueryOnly, ZeroOrder, pretrain_ae
+    from aaa_core.blackbox import QueryOnly, ZeroOrder
     from aaa_core.checkpoints import write_json
     from aaa_core.custom import build_ae, save_ae
     from aaa_core.data import split_train_val
     from aaa_core.evaluate import correct_flags
     from aaa_core.losses import get_loss
     from aaa_core.models import Defended, ae_kwargs
-    from aaa_core.training import TrainConfig, train_ae, training_attack
+    from aaa_core.training import TrainConfig, pretrain_ae, train_ae, training_attack
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
@@ -222,17 +221,18 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
                     "lr_patience": train.lr_patience, "bf16": train.bf16, "augment": train.augment,
                     "directions": bb.directions if bb else 20, "smoothing": bb.smoothing if bb else 0.005,
                     "output": bb.output if bb else "logits",
-                    "warm_epochs": bb.warm_epochs if bb and access == "query" else 0}
+                    "warm_epochs": bb.warm_epochs if bb and access == "query" else params.section("ae", dataset).warm_epochs,
+                    "mse_weight": params.section("ae", dataset).mse_weight}
         default_val, where = split.val_size, f"params split.{dataset}.val_size"
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
         defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005,
                     "output": "logits", "lr_patience": 5, "bf16": False, "augment": False,
-                    "warm_epochs": 1 if access == "query" else 0}
+                    "warm_epochs": 1, "mse_weight": 10.0}   # the study's measured defaults (ablations)
         n = len(data_["x_train"])
         default_val, where, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), "10%", None
     loss = _pick(loss, defaults["loss"])
-    if mse_weight is not None and loss != "ce_mse":
+    if mse_weight is not None and loss != "ce_mse":   # given explicitly for another loss
         raise click.BadParameter(f"weighs the MSE term of the ce_mse loss; this run's loss is {loss}",
                                  param_hint="--mse-weight")
     cfg = TrainConfig(epochs=_pick(epochs, defaults["epochs"]), batch_size=_pick(batch_size, defaults["batch_size"]),
@@ -261,13 +261,14 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
     warm_epochs = _pick(warm_epochs, defaults["warm_epochs"])
     warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=warm_epochs, eps_ramp=0),
                        log=lambda line: click.echo(line, err=True)) if warm_epochs else []
-    loss_fn = weighted_ce_mse(mse_weight) if mse_weight is not None else get_loss(loss)
+    mse_weight = _pick(mse_weight, defaults["mse_weight"])
+    loss_fn = get_loss(loss, mse_weight)
     history = train_ae(ae, [target], loss_fn, x, y, x_val, y_val, cfg, attack=training_attack(attack_cfg),
                        log=lambda line: click.echo(line, err=True))
     ae.eval()
     images = cfg.epochs * (cfg.epoch_images or len(x))
     description = {"dataset": dataset, "classifier": classifier_spec, "weights": str(weights) if weights else None,
-                   "loss": loss, "mse_weight": _pick(mse_weight, 1.0) if loss == "ce_mse" else None,
+                   "loss": loss, "mse_weight": mse_weight if loss == "ce_mse" else None,
                    "warm_epochs": warm_epochs, "access": access, "train": asdict(cfg), "attack": attack_cfg.describe(),
                    "n_train": len(x), "n_val": len(x_val), "arch": arch, "arch_kwargs": arch_kwargs}
     if blackbox is not None:
@@ -293,8 +294,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
 @_common
 @click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The AE from `aaa fit`; omit to evaluate the classifier alone.")
-@click.option("--subset", type=click.IntRange(0), default=None, help="first test images attacked, 0 = all "
-              "(params: suite; folder: 200)")
+@click.option("--subset", type=click.IntRange(0), default=None, help="test images attacked, a seeded random "
+              "subset (aaa_core.data.test_order), 0 = all (params: suite; folder: 200)")
 @click.option("--suite/--no-suite", default=True, show_default=True,
               help="The adaptive-attack suite (worst case over white-box, query-only and transfer attacks).")
 @click.option("--pgd-steps", type=click.IntRange(1), default=None,
@@ -307,8 +308,10 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
     """Natural accuracy, PGD (the paper's protocol) and the adaptive suite for AE + your classifier."""
     from aaa_core.checkpoints import write_json
     from aaa_core.custom import defend
-    from aaa_core.data import test_subset
+    from aaa_core.data import describe_subset, test_subset
     from aaa_core.evaluate import predictions, robust_flags
+    from aaa_core.runtime import attack_seed
+    from aaa_core.stats import encode_flags
     from aaa_core.suite import SuiteConfig
 
     start = time.perf_counter()
@@ -323,7 +326,8 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
                           apgdt_targets=budget.apgdt_targets, square_queries=budget.square_queries,
                           transfer_steps=budget.transfer_steps, curve_eps=budget.curve_eps,
                           curve_steps=budget.curve_steps, max_acc_at_high_eps=budget.max_acc_at_high_eps,
-                          masking_tolerance=budget.masking_tolerance, seed=seed)
+                          masking_tolerance=budget.masking_tolerance, max_masking_gap=budget.max_masking_gap,
+                          seed=seed)
         n = _pick(subset, budget.subset)
     else:
         eval_steps, alpha = FOLDER_DEFAULTS["eval_steps"], eps / 4
@@ -335,11 +339,12 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
         n = _pick(subset, FOLDER_DEFAULTS["subset"])
     cfg = dataclasses.replace(cfg, pgd_steps=_pick(pgd_steps, cfg.pgd_steps), apgd_steps=_pick(apgd_steps, cfg.apgd_steps),
                               square_queries=_pick(square_queries, cfg.square_queries))
-    x, y = test_subset(data_["x_test"], data_["y_test"], n)
+    x, y = test_subset(data_["x_test"], data_["y_test"], n, seed)
     natural_full = (predictions(model, data_["x_test"]) == data_["y_test"]).float().mean().item()
     metrics = {"dataset": dataset, "label": data_["label"], "classifier": classifier_spec,
                "weights": str(weights) if weights else None, "ae": str(ae_path) if ae_path else None,
-               "natural_accuracy_full_test": natural_full, "examples": len(x), "seed": seed, "precision": "float32"}
+               "natural_accuracy_full_test": natural_full, "examples": len(x),
+               "subset": describe_subset(len(data_["x_test"]), n, seed), "seed": seed, "precision": "float32"}
     if suite:
         sources = {"classifier": classifier} if ae_path else {}
         report, skipped = _suite(model, x, y, cfg, sources, data_["n_classes"])
@@ -351,9 +356,12 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
                                 **{r.name: wilson_interval(int(r.flags.sum()), len(x)) for r in report.results}}
     else:
         attack = PGDConfig(eps=eps, alpha=alpha, steps=max(eval_steps))
-        flags = robust_flags(model, x, y, attack, record_at=eval_steps, seed=seed)
+        pgd_seed = attack_seed(seed, "pgd-paper")
+        flags = robust_flags(model, x, y, attack, record_at=eval_steps, seed=pgd_seed)
         metrics["robust_accuracy"] = {f"pgd{k}": flags[k].float().mean().item() for k in eval_steps}
-        metrics["attack"] = {**attack.describe(), "examples": len(x)}
+        metrics["robust_flags"] = {f"pgd{k}": encode_flags(flags[k]) for k in eval_steps}
+        metrics["natural_flags"] = encode_flags(predictions(model, x) == y)
+        metrics["attack"] = {**attack.describe(), "examples": len(x), "seed": pgd_seed}
         summary = ", ".join(f"PGD-{k} {percent_with_interval(v, len(x))}"
                             for k, v in zip(eval_steps, metrics["robust_accuracy"].values()))
         metrics["wilson_95"] = {f"pgd{k}": wilson_interval(int(flags[k].sum()), len(x)) for k in eval_steps}
@@ -363,7 +371,7 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
     write_json(metrics, metrics_path)
     n_test = len(data_["x_test"])
     click.echo(f"wrote {metrics_path}: natural {percent_with_interval(natural_full, n_test)} (all {n_test} test images), "
-               f"on the first {len(x)}: {summary} (%, 95% Wilson intervals)")
+               f"on {len(x)} of them (a seeded random subset): {summary} (%, 95% Wilson intervals)")
     for c in failed:
         click.echo(f"WARNING: sanity check {c['name']} failed: {c['detail']}", err=True)
     if failed:
@@ -374,7 +382,9 @@ def _suite(model, x, y, cfg, sources: dict, classes: int):
     """``evaluate_suite``, leaving out APGD-T where there are fewer than 4 classes (its targeted DLR loss
     reads the 3rd and 4th largest logits; AutoAttack has the same limit). Returns (report, {skipped: why})."""
     from aaa_core.evaluate import noise_flags, predictions
-    from aaa_core.suite import SuiteReport, accuracy_curve, constant_output, evaluate_suite, run_suite, suite_checks
+    from aaa_core.runtime import attack_seed
+    from aaa_core.suite import (SuiteReport, accuracy_curve, constant_output, evaluate_suite, paper_protocol_runs,
+                                run_suite, suite_checks)
 
     log = lambda line: click.echo(line, err=True)   # noqa: E731
     if classes >= 4:
@@ -385,11 +395,15 @@ def _suite(model, x, y, cfg, sources: dict, classes: int):
              + ["apgd-ce", "square"] + [f"transfer-from-{name}" for name in sources])
     pred = predictions(model, x)
     natural = (pred == y).float().mean().item()
-    noise = noise_flags(model, x, y, cfg.eps, seed=cfg.seed).float().mean().item()
+    noise_seed = attack_seed(cfg.seed, "uniform-noise")   # as evaluate_suite: not any attack's random start
+    noise = noise_flags(model, x, y, cfg.eps, seed=noise_seed).float().mean().item()
     results = run_suite(model, x, y, cfg, transfer_sources=sources, attacks=names, log=log)
     curve = accuracy_curve(model, x, y, cfg)
-    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y))
-    report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant)
+    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y), noise_seed=noise_seed,
+                         natural_flags=pred == y)
+    report.independent, report.independent_seeds = paper_protocol_runs(model, x, y, cfg, results)
+    report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant,
+                                 independent=report.independent)
     return report, skipped
 
 

@@ -103,14 +103,16 @@ class AdversarialConfig:
 
 @dataclass(frozen=True)
 class AEConfig:
-    """The AAA autoencoder's architecture (its training budget is ``AdversarialConfig``)."""
+    """The AAA autoencoder: architecture and the AE's own training knobs (its budget is ``AdversarialConfig``)."""
     latent_dim: Count = 128  # MNIST AE latent size
     width: Positive = 1.0    # channel multiplier of the Fashion-MNIST and CIFAR-10 AEs (1.0 = the paper's)
+    warm_epochs: Size = 0    # epochs of clean reconstruction (no attack, no classifier) before adversarial training
+    mse_weight: Positive = 1.0   # L_ce+mse = ce + mse_weight * mse (the L_mse and L_ce losses ignore it)
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    subset: Size             # first test images attacked (0 = the full test set)
+    subset: Size             # test images attacked, a seeded random subset (aaa_core.data.test_order; 0 = all)
     restarts: Count
     sanity_subset: Count
     sanity_eps: Step
@@ -142,6 +144,7 @@ class SuiteConfig:
     curve_steps: Count
     max_acc_at_high_eps: Fraction
     masking_tolerance: Fraction  # query-only / transfer may beat the best white-box attack by at most this
+    max_masking_gap: Fraction = 1.0   # an acknowledged pipeline's gap above the tolerance may be at most this
     # pipelines (stage names, e.g. ae_ce-dnn) whose masked gradients were seen, investigated and are
     # reported: their masking check is reported loudly instead of failing the stage; any other fails it
     acknowledged_masking: list[str] = dataclasses.field(default_factory=list)
@@ -151,6 +154,7 @@ class SuiteConfig:
 class KNNConfig:
     subset: Size
     k: Count                  # neighbours averaged (the paper: 10)
+    square_queries: Count     # Square's query budget on the kNN pipelines
     bpda_tolerance: Fraction  # the BPDA attack may be weaker than the non-adaptive one by at most this
 
 
@@ -161,7 +165,7 @@ SECTIONS: dict[str, Any] = {
     "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
     "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig,
 }
-TOP_LEVEL = ("seed", "scale", "loss", "device", "devices", "data", "threat", *SECTIONS, "scales")
+TOP_LEVEL = ("seed", "scale", "loss", "other_losses", "device", "devices", "data", "threat", *SECTIONS, "scales")
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,7 @@ class Params:
     seed: int
     scale: str
     loss: str
+    other_losses: list[str]  # AE losses trained and evaluated beside the headline ``loss`` (Tables 1-7's other rows)
     device: str              # auto (CUDA when available, else CPU), cpu, cuda or cuda:N (runtime.resolve_device)
     devices: int             # processes per training stage (torchrun + DDP when > 1; one GPU each on CUDA)
     data: DataConfig
@@ -350,6 +355,10 @@ def parse_params(raw: Any) -> Params:
         raise ParamsError(f"params: scale must be one of {sorted(scales)}, got {scale!r}")
     if loss not in AE_LOSSES:
         raise ParamsError(f"params: loss must be one of {list(AE_LOSSES)}, got {loss!r}")
+    other_losses = _convert(raw["other_losses"] or [], list[str], "other_losses")
+    if any(name not in AE_LOSSES or name == loss for name in other_losses) or len(set(other_losses)) != len(other_losses):
+        raise ParamsError(f"params: other_losses must be distinct names of {list(AE_LOSSES)} other than the headline "
+                          f"loss {loss!r}, got {other_losses!r}")
     device = _convert(raw["device"], str, "device")
     if not DEVICE_NAMES.match(device):
         raise ParamsError(f"params: device must be auto, cpu, cuda or cuda:N, got {device!r}")
@@ -358,7 +367,7 @@ def parse_params(raw: Any) -> Params:
         if strays:
             raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected {', '.join(SECTIONS)}")
     devices = _convert(raw["devices"], Count, "devices")
-    return Params(seed=seed, scale=scale, loss=loss, device=device, devices=devices,
+    return Params(seed=seed, scale=scale, loss=loss, other_losses=other_losses, device=device, devices=devices,
                   data=_build(DataConfig, raw["data"], "data"),
                   threat=_convert(raw["threat"], dict[str, ThreatConfig], "threat"),
                   resolved={name: _resolve(raw, name, overlay or {}) for name, overlay in scales.items()})

@@ -220,3 +220,24 @@ def train_ae(ae: nn.Module, classifiers: Sequence[nn.Module], loss_fn: AELoss, x
         return result
 
     return fit(ae, step, val_loss, x, y, cfg, **fit_kwargs)
+
+
+def pretrain_ae(ae: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, **fit_kwargs) -> list[dict]:
+    """Warm start: ``cfg.epochs`` epochs of clean reconstruction (MSE to the input), no attack, no classifier.
+
+    What ZO-AE-DS does before its zeroth-order phase: an AE that already reconstructs hands the classifier
+    in-distribution images from the first adversarial iteration, instead of noise it answers at chance.
+    """
+    def step(xb: Tensor, yb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:
+        ae.train()
+        return nn.functional.mse_loss(ae(xb).float(), xb)
+
+    def val_loss(generator: torch.Generator) -> float:
+        def one(xb: Tensor, yb: Tensor) -> Tensor:
+            with torch.no_grad():
+                return nn.functional.mse_loss(ae.eval()(xb), xb)
+        unused = torch.zeros(len(x_val), dtype=torch.long, device=x_val.device)
+        return _batched_mean(one, x_val, unused, cfg.batch_size)
+
+    labels = torch.zeros(len(x), dtype=torch.long, device=x.device)   # unused: reconstruction needs none
+    return fit(ae, step, val_loss, x, labels, cfg, **fit_kwargs)

@@ -1,6 +1,11 @@
-"""train_ae: AAA, one autoencoder adversarially trained against one or more frozen natural classifiers."""
+"""train_ae: AAA, one autoencoder adversarially trained against one or more frozen natural classifiers.
+
+The AE's training knobs come from params.yaml's ``ae.<dataset>`` (``warm_epochs``: epochs of clean
+reconstruction first; ``mse_weight``: the MSE term's weight in L_ce+mse); ``--warm-epochs`` and
+``--mse-weight`` override them for one run (the ablation pipeline's variants)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -15,7 +20,7 @@ from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.losses import get_loss
 from aaa_core.models import Defended, ae_kwargs, build
 from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
-from aaa_core.training import TrainConfig, train_ae, training_attack
+from aaa_core.training import TrainConfig, pretrain_ae, train_ae, training_attack
 from stages._cli import run
 
 
@@ -30,12 +35,18 @@ from stages._cli import run
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default="params.yaml", show_default=True)
+@click.option("--warm-epochs", type=click.IntRange(0), default=None,
+              help="Override params ae.<dataset>.warm_epochs (epochs of clean reconstruction first).")
+@click.option("--mse-weight", type=click.FloatRange(0, min_open=True), default=None,
+              help="Override params ae.<dataset>.mse_weight (L_ce+mse = ce + W * mse).")
 def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path: Path, out: Path,
-         metrics_path: Path, params_path: Path) -> None:
+         metrics_path: Path, params_path: Path, warm_epochs: int | None, mse_weight: float | None) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     ae_cfg = params.section("ae", dataset)
+    warm_epochs = ae_cfg.warm_epochs if warm_epochs is None else warm_epochs
+    mse_weight = ae_cfg.mse_weight if mse_weight is None else mse_weight
     distributed.relaunch(params.devices, "stages.train_ae")
     seed_everything(params.seed)
     device = distributed.init(resolve_device(params.device))
@@ -53,11 +64,16 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     ae = build(dataset, "ae", **arch_kwargs).to(device)
     description = {"dataset": dataset, "loss": loss, "classifiers": [str(p) for p in classifier_paths],
                    "train": cfg.__dict__, "attack": attack_cfg.describe(), "n_train": len(x),
-                   "arch_kwargs": arch_kwargs, "processes": distributed.world_size()}
+                   "arch_kwargs": arch_kwargs, "processes": distributed.world_size(),
+                   "warm_epochs": warm_epochs, "mse_weight": mse_weight if loss == "ce_mse" else None}
     resume = Resume(out, inputs=[data_path, *classifier_paths])
-    history = train_ae(ae, classifiers, get_loss(loss), x, y, x_val, y_val, cfg, attack=attack,
-                       resume=resume.load(description, click.echo), save_state=resume.saver(description),
-                       log=click.echo)
+    state = resume.load(description, click.echo)
+    warm = []
+    if warm_epochs and state is None:   # a resumed state replaces the AE's weights anyway
+        click.echo(f"warm start: {warm_epochs} epoch(s) of clean reconstruction")
+        warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=warm_epochs, eps_ramp=0), log=click.echo)
+    history = train_ae(ae, classifiers, get_loss(loss, mse_weight), x, y, x_val, y_val, cfg, attack=attack,
+                       resume=state, save_state=resume.saver(description), log=click.echo)
     if not distributed.is_main():   # rank 0 alone evaluates and writes
         return distributed.finish()
     ae.eval()
@@ -67,7 +83,7 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     natural = [correct_flags(Defended(ae, c), data["x_test"], data["y_test"]).float().mean().item()
                for c in classifiers]
     write_json({**description, "label": data["label"], "natural_test_accuracy": natural,
-                "training_attack_precision": check, "history": history,
+                "training_attack_precision": check, "history": history, "warm_start_history": warm,
                 "runtime": describe_runtime(device, bf16_training=cfg.bf16),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
     resume.clear()

@@ -1,4 +1,5 @@
-"""The AE training variants (ablations/dvc.yaml): the weighted loss, the variants file, the report."""
+"""The AE training knobs (params ae.<dataset>.warm_epochs, mse_weight) and their ablation variants
+(ablations/dvc.yaml): the weighted loss, the variants file, the report."""
 import json
 from pathlib import Path
 
@@ -7,9 +8,9 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from aaa_core.ablation import VariantConfig, load_variants, weighted_ce_mse
-from aaa_core.config import ParamsError
-from aaa_core.losses import ce_mse, mse
+from aaa_core.ablation import VariantConfig, load_variants
+from aaa_core.config import ParamsError, load_params
+from aaa_core.losses import ce_mse, get_loss, mse, weighted_ce_mse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,9 +24,19 @@ def test_weight_one_is_the_studys_loss_and_the_weight_scales_only_the_mse_term()
     assert torch.allclose(gap, 9 * mse(logits, y, recon, x))
 
 
-def test_the_committed_variants_load():
+def test_get_loss_weighs_only_ce_mse():
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 10), torch.randint(10, (8,))
+    recon, x = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    assert torch.allclose(get_loss("ce_mse", 10.0)(logits, y, recon, x), weighted_ce_mse(10.0)(logits, y, recon, x))
+    assert torch.equal(get_loss("mse", 10.0)(logits, y, recon, x), mse(logits, y, recon, x))
+
+
+def test_the_committed_variants_load_and_none_is_the_study_itself():
     variants = load_variants(ROOT / "ablations.yaml", "mnist")
-    assert variants and all(v != VariantConfig(0, 1.0) for v in variants.values())   # none is the study itself
+    ae = load_params(ROOT / "params.yaml").section("ae", "mnist")
+    study = VariantConfig(ae.warm_epochs, ae.mse_weight)
+    assert variants and all(v != study for v in variants.values())
 
 
 @pytest.mark.parametrize("spec, named", [({"warm_epochs": -1, "mse_weight": 1.0}, "mnist.v.warm_epochs"),
@@ -66,8 +77,9 @@ def test_the_report_sets_each_variant_beside_the_study_and_calls_overlaps_ties(t
         str(tmp_path / "a.yaml"), "--paper", str(ROOT / "paper/reported_results.yaml")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "r.md").read_text()
-    assert "| study | 0 | 1 | 1.300 | 0.640 |" in text and "| w10 | 0 | 10 |" in text
-    assert "- w10: dnn natural tie, dnn pgd tie, fc natural higher, fc pgd higher" in text
+    ae = load_params(ROOT / "params.yaml").section("ae", "mnist")
+    assert f"| study | {ae.warm_epochs} | {ae.mse_weight:g} | 1.300 | 0.640 |" in text and "| w10 | 0 | 10 |" in text
+    assert "- w10: no per-example flags: not compared" in text   # the paired verdicts: tests/test_verdicts.py
     assert "FC 98.12 natural, 89.97 PGD-200" in text                       # the paper's, read from its file
     assert json.loads((tmp_path / "s.json").read_text())["mnist"]["w10"]["fc_pgd"] == 0.80
     (var / "evaluate_w10-fc.json").unlink()

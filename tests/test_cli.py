@@ -108,6 +108,15 @@ def test_the_suite_runs_on_a_users_pipeline(workspace):
     assert suite["sanity_passed"] == (result.exit_code == 0)
     square = next(a for a in suite["attacks"] if a["name"] == "square")
     assert square["settings"]["queries"] == 20
+    # without APGD-T the suite records what evaluate_suite does: every attack and the noise from its own seed,
+    # per-example flags, and which (seeded random) examples it attacked
+    from aaa_core.runtime import attack_seed
+    assert suite["uniform_noise_seed"] == attack_seed(0, "uniform-noise")
+    assert all(a["settings"]["seed"] == attack_seed(0, "pgd-paper" if a["name"].endswith("-paper") else a["name"])
+               for a in suite["attacks"])   # the paper protocol: one run for its step counts
+    assert len(suite["natural_flags"]) == len(suite["worst_case_flags"]) == suite["examples"] == 4
+    assert all(len(a["flags"]) == 4 for a in suite["attacks"])
+    assert suite["subset"]["n"] == 4 and suite["subset"]["seed"] == 0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -149,7 +158,16 @@ def test_a_named_dataset_takes_its_defaults_from_params_yaml(workspace):
                 "y_train": torch.arange(40) % 10, "x_test": torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),
                 "y_test": torch.arange(8) % 10, "dataset": "mnist", "label": "MNIST (test stand-in)",
                 "source": "test"}, workspace / "mnist.pt")
-    params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    import yaml
+    from aaa_core.config import load_params
+
+    # params.yaml with ae.mnist's training knobs set apart from the folder defaults (warm 1, mse weight 10), so
+    # the metrics show which source they came from
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["ae"]["mnist"].update(warm_epochs=2, mse_weight=3.0)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = str(workspace / "params.yaml")
+    section = load_params(params).section
     result = invoke("fit", "--classifier", "mnist_models:linear", "--dataset", "mnist", "--data", "mnist.pt",
                     "--params", params, "--epochs", "1", "--epoch-images", "16", "--steps", "1", "--out", "ae.pt")
     # params.yaml's mnist split holds out 1,000 validation images: more than this stand-in has
@@ -159,9 +177,12 @@ def test_a_named_dataset_takes_its_defaults_from_params_yaml(workspace):
                     "--out", "ae.pt")
     assert result.exit_code == 0, result.output
     metrics = json.loads((workspace / "ae.json").read_text())
-    # eps, step and the AE come from params.yaml: the threat's eps, adversarial.mnist.alpha, the MNIST zoo AE
-    assert metrics["attack"]["eps"] == 0.3 and metrics["attack"]["alpha"] == 0.04 and metrics["arch"] == "ae"
+    # eps, step and the AE come from params.yaml: the threat's eps, adversarial.mnist.alpha (not the folder
+    # default eps / 4), the MNIST zoo AE and its training knobs ae.mnist.warm_epochs and mse_weight
+    alpha = section("adversarial", "mnist").alpha
+    assert metrics["attack"]["eps"] == 0.3 and metrics["attack"]["alpha"] == alpha != 0.3 / 4 and metrics["arch"] == "ae"
     assert metrics["loss"] == "ce_mse" and metrics["arch_kwargs"] == {"latent_dim": 128}
+    assert (metrics["warm_epochs"], metrics["mse_weight"]) == (2, 3.0) and len(metrics["warm_start_history"]) == 2
 
 
 def test_sixteen_bit_images_and_mismatched_test_images_are_refused(tmp_path):
@@ -219,10 +240,11 @@ def test_fit_and_evaluate_on_a_gpu(workspace):
 
 
 def test_the_mse_weight_of_ce_mse_is_an_option_and_recorded(workspace):
-    assert invoke(*FIT, "--loss", "ce_mse", "--mse-weight", "10", "--out", "ae10.pt").exit_code == 0
-    assert invoke(*FIT, "--loss", "ce_mse", "--out", "ae1.pt").exit_code == 0
+    # an image folder's defaults are the study's measured ones: MSE weight 10, one warm (clean) epoch
+    assert invoke(*FIT, "--loss", "ce_mse", "--out", "ae10.pt").exit_code == 0
+    assert invoke(*FIT, "--loss", "ce_mse", "--mse-weight", "1", "--out", "ae1.pt").exit_code == 0
     w10, w1 = (json.loads((workspace / f"ae{w}.json").read_text()) for w in (10, 1))
-    assert (w10["mse_weight"], w1["mse_weight"], w1["warm_epochs"]) == (10.0, 1.0, 0)
+    assert (w10["mse_weight"], w10["warm_epochs"], w1["mse_weight"], w1["warm_epochs"]) == (10.0, 1, 1.0, 1)
     # the same seed, batches and attack starts: only the loss differs, so the training losses do
     assert w10["history"][0]["loss"] > w1["history"][0]["loss"]
     result = CliRunner().invoke(main, [*FIT, "--loss", "ce", "--mse-weight", "10", "--out", "x.pt"])

@@ -30,8 +30,19 @@ def test_the_overlay_replaces_only_the_keys_it_names():
     raw["scale"] = "smoke"
     smoke = parse_params(raw).section("evaluate", "mnist")
     cpu = parse_params(raw_params()).section("evaluate", "mnist")
-    assert (cpu.subset, smoke.subset) == (500, 64)
+    # the cpu scale is the base section's values, the smoke overlay names its own (smaller) subset
+    assert (cpu.subset, smoke.subset) == (raw["evaluate"]["mnist"]["subset"],
+                                          raw["scales"]["smoke"]["evaluate"]["mnist"]["subset"])
+    assert cpu.subset > smoke.subset > 0
     assert smoke.restarts == cpu.restarts == 1 and smoke.sanity_eps == cpu.sanity_eps   # not in the overlay
+    # the AE's training knobs: the cpu scale's measured ones, the paper scale's overlay the paper's (no warm start,
+    # MSE weight 1); the architecture it does not name stays
+    paper = raw_params()
+    paper["scale"] = "paper"
+    paper_ae = parse_params(paper).section("ae", "mnist")
+    cpu_ae = parse_params(raw_params()).section("ae", "mnist")
+    assert (cpu_ae.warm_epochs, cpu_ae.mse_weight, paper_ae.warm_epochs, paper_ae.mse_weight) == (1, 10.0, 0, 1.0)
+    assert cpu_ae.latent_dim == paper_ae.latent_dim == 128
     assert parse_params(raw).section("models", "cifar10") == {"resnet": {"widen": 1, "units": 1},
                                                                "vgg19": {"width_divisor": 16}}
 
