@@ -79,3 +79,5 @@ bench: setup data
 	$(BIN)/python benchmarks/pgd_throughput.py
 	$(BIN)/python benchmarks/zo_throughput.py
 	$(BIN)/python benchmarks/ddp_scaling.py --nproc 2
+
+budget: setup ; $(BIN)/python benchmarks/stage_times.py --budget

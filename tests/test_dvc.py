@@ -157,48 +157,49 @@ def names(repo: Path, *patterns: str) -> set[str]:
     return {n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
-MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
+MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist",
                   "train_ae_blackbox@mnist-*")
 REPLICATES = ("replicate_madry@*", "replicate_ae@*")   # comparison/dvc.yaml: Madry and AAA at more seeds
 REPLICATE_EVAL = ("replicate_eval@*",)
 VARIANTS = ("train_variant@*",)                         # ablations/dvc.yaml: AE training variants
 VARIANT_EVAL = ("eval_variant@*",)
+MNIST_EVAL = ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "evaluate_ensemble@mnist-*")
+EVAL = ("evaluate@*", "evaluate_aaa@*", "evaluate_aaa_cifar10@*", "evaluate_ensemble@*", "evaluate_ensemble_cifar10@*")
+SUITE = ("robustness@mnist-*", "robustness_aaa@mnist", "robustness_blackbox@mnist-*")
 
 
 KNOBS = [
-    ("evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*") + REPLICATE_EVAL + VARIANT_EVAL),
+    ("evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL),
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
-    ("suite.mnist.subset", 50, ("robustness@mnist-*", "robustness_blackbox@mnist-*") + REPLICATE_EVAL),
+    ("suite.mnist.subset", 50, SUITE + REPLICATE_EVAL),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
-    # the suite's Square budget is also the kNN stage's (Square on the true kNN pipeline)
-    ("suite.mnist.square_queries", 500, ("robustness@mnist-*", "robustness_blackbox@mnist-*", "knn_eval@mnist-*")
-     + REPLICATE_EVAL),
+    ("knn.mnist.square_queries", 50, ("knn_eval@mnist-*",)),   # kNN's Square has its own budget
+    ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL),
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist-*", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
                                  "replicate_ae@*") + VARIANTS),
+    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
+                                  "replicate_ae@*") + VARIANTS),
     ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
-    ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist",
+    ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist",
                                    "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS),
-    ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist-*", "train_ae_ensemble@mnist")
+    ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist")
      + REPLICATES + VARIANTS),
     ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS),
     ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",) + REPLICATES + VARIANTS),
     ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
-    ("threat.mnist.alpha", 0.02, ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "knn_eval@mnist-*", "robustness@mnist-*",
-                                 "robustness_blackbox@mnist-*") + REPLICATE_EVAL + VARIANT_EVAL),
+    ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL),
     ("data.download", False, ("prepare_data@*",)),
     # training under DDP, and the evaluate protocol sharded over the processes
-    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "evaluate@*",
-                    "evaluate_aaa@*") + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
-    ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "evaluate@*",
-                       "evaluate_aaa@*", "knn_eval@*", "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
-                       "robustness_blackbox@*", "autoattack@*", "autoattack_study") + REPLICATES + REPLICATE_EVAL + VARIANTS
+    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + EVAL
+     + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
+    ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "knn_eval@*",
+                       "sweep_eps@*", "robustness@*", "robustness_aaa@*", "train_ae_blackbox@*",
+                       "robustness_blackbox@*", "autoattack_study") + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS
      + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
-    ("scales.cpu.evaluate.mnist.subset", 100, ("evaluate@mnist-*", "evaluate_aaa@mnist-*") + REPLICATE_EVAL
-     + VARIANT_EVAL),
+    ("scales.cpu.evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL),
    ]
-
 
 def tracked_keys() -> dict[str, list[str]]:
     """Every stage's tracked params keys, as DVC resolves dvc.yaml at the repository's params.yaml."""
@@ -249,15 +250,13 @@ def test_the_black_box_stages_track_their_own_params_file():
 
 
 def test_the_comparison_stages_track_their_own_params_file():
-    """comparison.yaml is read by the AutoAttack stages (their subset and scale overlay only: adding a seed
-    re-runs no existing AutoAttack stage) and the comparison's report; its seed offsets name the replicate
-    stages (one per offset)."""
+    """comparison.yaml is read by the AutoAttack stage (on the study's own pair: its subset and scale overlay
+    only) and the comparison's report; its seed offsets name the replicate stages (one per offset)."""
     offsets = yaml.safe_load((ROOT / "comparison.yaml").read_text())["mnist"]["seed_offsets"]
     readers = params_file_readers("comparison.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
-        **{f"autoattack@{o}": ["mnist.autoattack_subset", "mnist.scales.cpu"] for o in offsets},
         "autoattack_study": ["mnist.autoattack_subset", "mnist.scales.cpu"], "render_comparison": ["mnist"]}
-    for family in ("replicate_madry", "replicate_ae", "replicate_eval", "autoattack"):
+    for family in ("replicate_madry", "replicate_ae", "replicate_eval"):
         assert {n for n in readers if n.startswith(family + "@")} == {f"{family}@{o}" for o in offsets}
 
 
@@ -272,12 +271,10 @@ def test_the_ablation_stages_track_their_own_variant():
 
 def test_the_replicates_suite_uses_the_studys_transfer_sources():
     """replicate_eval scores each seed with the suite the study gives seed 0: the same two transfer sources."""
-    loss = yaml.safe_load((ROOT / "params.yaml").read_text())["loss"]
-    study = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["robustness"]["foreach"]
-    transfer_ae = yaml.safe_load((ROOT / "comparison.yaml").read_text())["mnist"]["transfer_ae"]
-    aaa, madry = study[f"mnist-ae_{loss}-dnn"], study["mnist-dnn_adv"]
-    assert aaa["t1"] == "dnn=models/mnist/dnn.pt"
-    assert aaa["t2"] == f"{transfer_ae}-dnn=models/mnist/{transfer_ae}.pt+models/mnist/dnn.pt"
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    madry = stages["robustness"]["foreach"]["mnist-dnn_adv"]
+    aaa_cmd = stages["robustness_aaa"]["do"]["cmd"].replace("${key}", "mnist").replace("${item.src}", "dnn")
     cmd = " ".join(yaml.safe_load((ROOT / "comparison/dvc.yaml").read_text())["stages"]["replicate_eval"]["do"]["cmd"])
     assert f"--transfer {madry['t1']} --transfer {madry['t2']}" in cmd
-    assert "--transfer dnn=models/mnist/dnn.pt --transfer ${mnist.transfer_ae}-dnn=" in cmd
+    study_aaa = "--transfer dnn=models/mnist/dnn.pt --transfer dnn_adv=models/mnist/dnn_adv.pt"
+    assert study_aaa in aaa_cmd and study_aaa in cmd
