@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 # dvc.yaml commands call `python`: the venv's, whatever the caller's shell has activated.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro blackbox comparison ablations test test-slow bench setup data
+.PHONY: repro blackbox comparison ablations test test-slow bench setup data device-check
 
 setup: $(VENV)/.stamp
 
@@ -81,3 +81,8 @@ bench: setup data
 	$(BIN)/python benchmarks/ddp_scaling.py --nproc 2
 
 budget: setup ; $(BIN)/python benchmarks/stage_times.py --budget
+
+# The one prepared check for a GPU machine (benchmarks/device_check.py, benchmarks/README.md); DEVICE_CHECK_ARGS:
+# --tiny runs it on the CPU in seconds, --prepare builds .devcheck/ (MNIST, wheels) for a machine without them
+device-check: setup data
+	$(BIN)/python benchmarks/device_check.py $(DEVICE_CHECK_ARGS)
