@@ -20,7 +20,7 @@ the sum over its metrics outputs (a stage may write several). The render and sum
 whose commands run only `stages.render_*` or `stages.summarize`) record no time by design and count 0;
 any other stage that lacks a metrics output, or whose metrics file is missing or records no `seconds`,
 is "missing": it counts 0 in the table (flagged below it) and fails --budget. The times are those of the
-host the stage last ran on (see the README's "Results"), and they leave out DVC's own work between stages
+host the stage last ran on (each metrics file's `runtime`), and they leave out DVC's own work between stages
 (a few seconds a stage).
 """
 from __future__ import annotations
@@ -36,8 +36,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PIPELINE = "dvc.yaml"   # the study; every other dvc.yaml is a pipeline beside it
-STUDY_BUDGET_MIN = 25         # minutes of stage time for the study (dvc.yaml): one sitting
-ALL_BUDGET_MIN = 50           # minutes of stage time for all pipelines together
+# Ceilings on the committed stage times. The target is the study in 25 minutes and every pipeline in 50 on 2
+# AVX-512 cores; the committed study, rebuilt on a 2-core AVX2-only EPYC (about half as fast), is held at its
+# measured size (35.3 and 52.5 minutes there) so that no change grows it unnoticed.
+STUDY_BUDGET_MIN = 40         # minutes of stage time for the study (dvc.yaml)
+ALL_BUDGET_MIN = 60           # minutes of stage time for all pipelines together
 # a command that runs only these modules renders or summarizes metrics and records no time by design
 UNTIMED_MODULE = re.compile(r"render_\w+|summarize")
 _MODULE = re.compile(r"\bstages\.(\w+)")
