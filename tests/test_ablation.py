@@ -56,7 +56,7 @@ def evaluate_metrics(natural, pgd, n=500):
             "robust_accuracy": {"pgd40": pgd, "pgd200": pgd}}
 
 
-def test_the_report_sets_each_variant_beside_the_study_and_calls_overlaps_ties(tmp_path):
+def test_the_report_sets_each_variant_beside_the_study_and_gives_no_verdict_without_flags(tmp_path):
     from stages import render_ablations
 
     study, var = tmp_path / "study", tmp_path / "var"
