@@ -407,6 +407,10 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
             record[f"PGD-{k} (paper)"] = paper_pct(paper_value(reported, k))
             record[f"PGD-{k} BPDA (ours)"] = pct(acc["bpda"][f"pgd{k}"], n_examples(m))
             record[f"PGD-{k} worst (ours)"] = pct(acc["worst_case"][f"pgd{k}"], n_examples(m))
+        apgd = (m.get("attacks") or {}).get("knn", {}).get("apgd_bpda")   # straight-through, scored on true kNN
+        if apgd:
+            record[f"APGD-CE-{apgd['settings']['steps']} BPDA x{apgd['settings']['restarts']} (ours)"] = \
+                pct(apgd["accuracy"]["all"], n_examples(m))
         for budget, value in acc.get("square", {}).items():   # query-only, on the true kNN pipeline
             record[f"Square-{budget.removeprefix('queries')} (ours)"] = pct(value, n_examples(m))
         records.append(record)
@@ -424,8 +428,9 @@ def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, step
                      alone: dict[str, float] | None = None) -> pd.DataFrame:
     """Does kNN help? Per AE, on the same test images: the plain AE under white-box PGD (the non-adaptive
     attack's adversarial examples, crafted on the plain AE: final iterate), AE + kNN on those very examples,
-    and AE + kNN's worst case (non-adaptive, BPDA and, where it ran, Square). The verdict compares the plain
-    AE with kNN's worst case, the strongest attack each got, by the exact paired test: both sets of flags
+    AE + kNN's worst case (every attack that ran on it) and, where the record has it (``worst_case.plain_ae``),
+    the plain AE's worst case under the same attacks. The verdict compares kNN's worst case with the plain AE's
+    (or, without it, with the plain AE under PGD) by the exact paired test: both sets of flags
     come from one record, so they are on the same examples by construction. It reads the record's per-example
     ``flags`` (or ``robust_flags``) laid out like its ``robust_accuracy`` (``worst_case`` and
     ``plain_ae_same_examples``, each by ``pgd<steps>``); a record without them gets no verdict, said so. With ``alone`` (the classifier's
@@ -452,8 +457,14 @@ def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, step
             same_record = "the examples of this record"   # both flags come from it
             with_knn = Scored("kNN", worst, n, (flags.get("worst_case") or {}).get(f"pgd{k}"), same_record,
                               knn_collapse)
-            without = Scored("plain AE", plain, n, (flags.get("plain_ae_same_examples") or {}).get(f"pgd{k}"),
-                             same_record, plain_collapse)
+            plain_worst = (m.get("worst_case") or {}).get("plain_ae", {}).get(f"pgd{k}")
+            if plain_worst:   # the plain AE under the same attacks as kNN: the verdict compares the worst cases
+                record[f"PGD-{k}, plain AE, worst case"] = pct(plain_worst["accuracy"], n)
+                without = Scored("plain AE", plain_worst["accuracy"], n, plain_worst["flags"], same_record,
+                                 plain_collapse)
+            else:
+                without = Scored("plain AE", plain, n, (flags.get("plain_ae_same_examples") or {}).get(f"pgd{k}"),
+                                 same_record, plain_collapse)
             record[f"PGD-{k} verdict"] = judge(with_knn, without).text
         records.append(record)
     return pd.DataFrame.from_records(records)
