@@ -297,7 +297,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
 @click.option("--subset", type=click.IntRange(0), default=None, help="test images attacked, a seeded random "
               "subset (aaa_core.data.test_order), 0 = all (params: suite; folder: 200)")
 @click.option("--suite/--no-suite", default=True, show_default=True,
-              help="The adaptive-attack suite (worst case over white-box, query-only and transfer attacks).")
+              help="The adaptive-attack suite of the study's robustness stage (aaa_core.suite.evaluate_suite): "
+                   "worst case over white-box, query-only and transfer attacks, with its sanity checks.")
 @click.option("--pgd-steps", type=click.IntRange(1), default=None,
               help="suite: steps of PGD with restarts (params: suite; folder: 50)")
 @click.option("--apgd-steps", type=click.IntRange(1), default=None, help="suite: APGD iterations (folder: 50)")
@@ -312,28 +313,22 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
     from aaa_core.evaluate import predictions, robust_flags
     from aaa_core.runtime import attack_seed
     from aaa_core.stats import encode_flags
-    from aaa_core.suite import SuiteConfig
+    from aaa_core.suite import SuiteConfig, evaluate_suite, suite_config
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
                                                                         params_path, eps, seed, device_name)
     model = defend(classifier, ae_path, shape) if ae_path else classifier.eval()
     if named:
-        threat, budget = params.attack(dataset), params.section("suite", dataset)
+        threat = params.attack(dataset)
         eval_steps, alpha = threat.eval_steps, threat.alpha
-        cfg = SuiteConfig(eps=eps, paper_alpha=alpha, paper_steps=eval_steps, pgd_steps=budget.pgd_steps,
-                          pgd_alpha=budget.pgd_alpha, pgd_restarts=budget.pgd_restarts, apgd_steps=budget.apgd_steps,
-                          apgdt_targets=budget.apgdt_targets, square_queries=budget.square_queries,
-                          transfer_steps=budget.transfer_steps, curve_eps=budget.curve_eps,
-                          curve_steps=budget.curve_steps, max_acc_at_high_eps=budget.max_acc_at_high_eps,
-                          masking_tolerance=budget.masking_tolerance, max_masking_gap=budget.max_masking_gap,
-                          seed=seed)
-        n = _pick(subset, budget.subset)
+        cfg = suite_config(params, dataset, eps=eps, seed=seed)   # the robustness stage's suite.<dataset>
+        n = _pick(subset, params.section("suite", dataset).subset)
     else:
         eval_steps, alpha = FOLDER_DEFAULTS["eval_steps"], eps / 4
-        classes = data_["n_classes"]
+        # APGD-T's 3 targets are fitted to the dataset's classes by evaluate_suite (limited or skipped, recorded)
         cfg = SuiteConfig(eps=eps, paper_alpha=alpha, paper_steps=eval_steps, pgd_steps=50, pgd_alpha=eps / 8,
-                          pgd_restarts=2, apgd_steps=50, apgdt_targets=max(1, min(3, classes - 1)), square_queries=1000,
+                          pgd_restarts=2, apgd_steps=50, apgdt_targets=3, square_queries=1000,
                           transfer_steps=20, curve_eps=[0.0, eps / 2, eps, min(1.0, 2 * eps), 1.0], curve_steps=20,
                           max_acc_at_high_eps=0.05, masking_tolerance=0.02, seed=seed)
         n = _pick(subset, FOLDER_DEFAULTS["subset"])
@@ -347,8 +342,9 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
                "subset": describe_subset(len(data_["x_test"]), n, seed), "seed": seed, "precision": "float32"}
     if suite:
         sources = {"classifier": classifier} if ae_path else {}
-        report, skipped = _suite(model, x, y, cfg, sources, data_["n_classes"])
-        metrics.update(report.as_dict(), skipped_attacks=skipped)
+        report = evaluate_suite(model, x, y, cfg, transfer_sources=sources, classes=data_["n_classes"],
+                                log=lambda line: click.echo(line, err=True))
+        metrics.update(report.as_dict(), skipped_attacks=report.skipped)
         metrics["masked_gradients"] = {"detected": any(not c.passed for c in report.checks
                                                        if c.name.startswith("no_masked_gradients"))}
         summary = f"worst case {percent_with_interval(report.worst, len(x))} over {len(report.results)} attacks"
@@ -378,33 +374,64 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
         raise SystemExit(2)
 
 
-def _suite(model, x, y, cfg, sources: dict, classes: int):
-    """``evaluate_suite``, leaving out APGD-T where there are fewer than 4 classes (its targeted DLR loss
-    reads the 3rd and 4th largest logits; AutoAttack has the same limit). Returns (report, {skipped: why})."""
-    from aaa_core.evaluate import noise_flags, predictions
+@main.command()
+@_common
+@click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The AE from `aaa fit`; omit to certify the classifier alone.")
+@click.option("--sigma", "sigmas", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Gaussian noise std, pixel units; repeatable (params: certify.<dataset>.sigmas; folder: required)")
+@click.option("--n", type=click.IntRange(1), default=None,
+              help="noise samples bounding pA (params: certify; folder: 100000)")
+@click.option("--n0", type=click.IntRange(1), default=None, help="noise samples choosing the class (folder: 100)")
+@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True), default=None,
+              help="probability that a certificate is wrong (folder: 0.001)")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="noisy samples per forward (folder: 1000)")
+@click.option("--subset", type=click.IntRange(0), default=None, help="test images certified, a seeded random "
+              "subset (aaa_core.data.test_order), 0 = all (folder: 100)")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write Cohen's TSV per sigma (sigma<sigma>.tsv).")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def certify(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, ae_path, sigmas, n, n0, alpha,
+            batch_size, subset, out_dir, metrics_path):
+    """Certified L2 robustness of (AE +) your classifier by randomized smoothing (Cohen et al., 2019)."""
+    from aaa_core.certify import RADII, certify_dataset, summarize, write_tsv
+    from aaa_core.checkpoints import write_json
+    from aaa_core.custom import defend
+    from aaa_core.data import describe_subset, test_order, test_subset
     from aaa_core.runtime import attack_seed
-    from aaa_core.suite import (SuiteReport, accuracy_curve, constant_output, evaluate_suite, paper_protocol_runs,
-                                run_suite, suite_checks)
 
-    log = lambda line: click.echo(line, err=True)   # noqa: E731
-    if classes >= 4:
-        return evaluate_suite(model, x, y, cfg, transfer_sources=sources, log=log), {}
-    skipped = {"apgd-t": f"its targeted DLR loss needs at least 4 classes; this dataset has {classes}"}
-    names = ([f"pgd{k}-paper" for k in cfg.paper_steps]
-             + [f"pgd{cfg.pgd_steps}-{loss}-x{cfg.pgd_restarts}" for loss in ("ce", "margin")]
-             + ["apgd-ce", "square"] + [f"transfer-from-{name}" for name in sources])
-    pred = predictions(model, x)
-    natural = (pred == y).float().mean().item()
-    noise_seed = attack_seed(cfg.seed, "uniform-noise")   # as evaluate_suite: not any attack's random start
-    noise = noise_flags(model, x, y, cfg.eps, seed=noise_seed).float().mean().item()
-    results = run_suite(model, x, y, cfg, transfer_sources=sources, attacks=names, log=log)
-    curve = accuracy_curve(model, x, y, cfg)
-    report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y), noise_seed=noise_seed,
-                         natural_flags=pred == y)
-    report.independent, report.independent_seeds = paper_protocol_runs(model, x, y, cfg, results)
-    report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant,
-                                 independent=report.independent)
-    return report, skipped
+    if eps is not None:
+        raise click.BadParameter("certify takes --sigma (Gaussian noise, L2); --eps is for the attacks",
+                                 param_hint="--eps")
+    start = time.perf_counter()
+    params, named, seed, data_, shape, classifier, _, device = _setup(classifier_spec, weights, dataset, data,
+                                                                      params_path, 1.0, seed, device_name)
+    budget = (asdict(params.section("certify", dataset)) if named else
+              {"subset": 100, "n0": 100, "n": 100_000, "alpha": 0.001, "batch_size": 1000, "sigmas": []})
+    cfg = {"n0": _pick(n0, budget["n0"]), "n": _pick(n, budget["n"]), "alpha": _pick(alpha, budget["alpha"]),
+           "batch_size": _pick(batch_size, budget["batch_size"])}
+    sigmas, n_images = list(dict.fromkeys(sigmas or budget["sigmas"])), _pick(subset, budget["subset"])
+    if not sigmas:
+        raise click.BadParameter("a folder dataset needs --sigma (e.g. 0.25)", param_hint="--sigma")
+    model = defend(classifier, ae_path, shape) if ae_path else classifier.eval()
+    x, y = test_subset(data_["x_test"], data_["y_test"], n_images, seed)
+    indices, noise_seed = test_order(len(data_["x_test"]), seed)[: len(x)], attack_seed(seed, "certify")
+    results = {}
+    for sigma in sigmas:
+        records = certify_dataset(model, x, y, sigma, **cfg, seed=noise_seed, indices=indices, desc=f"sigma {sigma:g}")
+        if out_dir is not None:
+            write_tsv(records, out_dir / f"sigma{sigma:g}.tsv")
+        results[f"{sigma:g}"] = {"sigma": sigma, **summarize(records, RADII)}
+        click.echo(f"sigma {sigma:g}: certified accuracy " + ", ".join(
+            f"r={row['radius']:g} {percent_with_interval(row['accuracy'], len(x))}"
+            for row in results[f"{sigma:g}"]["certified_accuracy"]) + " (%, 95% Wilson intervals)")
+    write_json({"dataset": dataset, "label": data_["label"], "classifier": classifier_spec,
+                "weights": str(weights) if weights else None, "ae": str(ae_path) if ae_path else None,
+                "settings": {**cfg, "sigmas": sigmas, "radii": list(RADII)}, "examples": len(x),
+                "subset": describe_subset(len(data_["x_test"]), n_images, seed), "seed": seed, "noise_seed": noise_seed,
+                "sigmas": results, "environment": _environment(device),
+                "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
+    click.echo(f"wrote {metrics_path}")
 
 
 if __name__ == "__main__":

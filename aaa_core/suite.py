@@ -10,8 +10,8 @@ is checked to lie in the eps ball and in [0, 1] before it is scored, whichever l
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,22 @@ class SuiteConfig:
     masking_tolerance: float      # a query-only or transfer attack may beat the best white-box one by this
     seed: int = 0
     max_masking_gap: float = 1.0  # even on a pipeline whose masking is acknowledged, at most this beyond the tolerance
+
+
+def suite_config(params: Any, dataset: str, *, eps: float | None = None, seed: int | None = None) -> SuiteConfig:
+    """The suite of a named dataset from a params file (``aaa_core.config.Params``), as the robustness stage
+    builds it: eps, step and step counts of the paper's protocol from ``threat.<dataset>``, every budget and
+    tolerance from ``suite.<dataset>``, the seed from ``seed``. ``eps`` and ``seed`` replace the params' when
+    given (``aaa evaluate --eps/--seed``)."""
+    threat, budget = params.attack(dataset), params.section("suite", dataset)
+    return SuiteConfig(eps=threat.eps if eps is None else eps, paper_alpha=threat.alpha,
+                       paper_steps=threat.eval_steps, pgd_steps=budget.pgd_steps, pgd_alpha=budget.pgd_alpha,
+                       pgd_restarts=budget.pgd_restarts, apgd_steps=budget.apgd_steps,
+                       apgdt_targets=budget.apgdt_targets, square_queries=budget.square_queries,
+                       transfer_steps=budget.transfer_steps, curve_eps=budget.curve_eps,
+                       curve_steps=budget.curve_steps, max_acc_at_high_eps=budget.max_acc_at_high_eps,
+                       masking_tolerance=budget.masking_tolerance, max_masking_gap=budget.max_masking_gap,
+                       seed=params.seed if seed is None else seed)
 
 
 @dataclass
@@ -103,11 +119,13 @@ def _torchattacks(kind: str, model: nn.Module, cfg: SuiteConfig, seed: int):
 
 def run_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
               transfer_sources: dict[str, nn.Module] | None = None,
-              attacks: Sequence[str] | None = None, log: Callable[[str], None] = print) -> list[AttackResult]:
+              attacks: Sequence[str] | None = None, skip: Collection[str] = (),
+              log: Callable[[str], None] = print) -> list[AttackResult]:
     """Every attack of the suite on ``model`` (eval mode, [0, 1] images to logits), on (x, y).
 
     ``transfer_sources`` maps a name to a model on which PGD is crafted and then scored on ``model``
-    (the undefended classifier, another AE pipeline). ``attacks`` restricts the suite to some names.
+    (the undefended classifier, another AE pipeline). ``attacks`` restricts the suite to some names;
+    ``skip`` leaves out the names it holds. Returns one result per attack run, in the suite's order.
     """
     import time
 
@@ -117,7 +135,7 @@ def run_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
 
     def add(name: str, kind: str, settings: dict, fn: Callable[[int], Tensor], seed: int | None = None) -> None:
         """Run attack ``name``, its seed derived from the stage seed and the name (``attack_seed``) unless given."""
-        if wanted is not None and name not in wanted:
+        if (wanted is not None and name not in wanted) or name in skip:
             return
         seed = attack_seed(cfg.seed, name) if seed is None else seed
         start = time.perf_counter()
@@ -203,6 +221,7 @@ class SuiteReport:
     independent_seeds: dict[int, int] = field(default_factory=dict)
     noise_seed: int | None = None
     natural_flags: Tensor | None = None
+    skipped: dict[str, str] = field(default_factory=dict)   # attacks left out for this dataset: name -> why
 
     @property
     def worst(self) -> float:
@@ -269,17 +288,52 @@ def split_checks(checks: Sequence[Check], masking_acknowledged: bool) -> tuple[l
     return [c for c in checks if c not in masking], masking
 
 
+APGDT_MIN_CLASSES = 4   # APGD-T's targeted DLR loss reads the 3rd and 4th largest logits (as in AutoAttack)
+
+
+def fit_to_classes(cfg: SuiteConfig, classes: int) -> tuple[SuiteConfig, dict[str, str], dict[str, Any]]:
+    """The suite's targeted attack for a dataset of ``classes`` classes.
+
+    Returns (the config to run, {attack: why it is skipped}, settings to record beside APGD-T's). With
+    fewer than ``APGDT_MIN_CLASSES`` classes APGD-T is skipped, saying why; otherwise it targets at most the
+    ``classes - 1`` other classes, and a larger ``apgdt_targets`` is limited to that and recorded. Every
+    other attack is unchanged."""
+    if classes < APGDT_MIN_CLASSES:
+        return cfg, {"apgd-t": f"its targeted DLR loss reads the 3rd and 4th largest logits, so it needs at least "
+                               f"{APGDT_MIN_CLASSES} classes; this dataset has {classes}"}, {}
+    if cfg.apgdt_targets > classes - 1:
+        return (replace(cfg, apgdt_targets=classes - 1), {},
+                {"target_classes_configured": cfg.apgdt_targets,
+                 "target_classes_limited": f"to the {classes - 1} other classes of a {classes}-class dataset"})
+    return cfg, {}, {}
+
+
 def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
-                   transfer_sources: dict[str, nn.Module] | None = None,
+                   transfer_sources: dict[str, nn.Module] | None = None, classes: int | None = None,
                    log: Callable[[str], None] = print) -> SuiteReport:
+    """The suite on ``model`` (eval mode, [0, 1] images to logits) on (x, y), as the robustness stage runs it.
+
+    In: ``cfg`` (eps, budgets, stage seed: every attack, the noise and the checks' runs draw from
+    ``attack_seed(cfg.seed, name)``); ``transfer_sources`` (name -> model the transfer PGD is crafted on);
+    ``classes``, the dataset's class count (default: the width of the model's logits), which decides
+    APGD-T's targets (``fit_to_classes``). Out: the report with natural and uniform-noise accuracy, every
+    attack's per-example flags, the accuracy-against-eps curve, the steps check's independent runs, the
+    sanity checks (``suite_checks``) and the attacks skipped for this dataset with the reason."""
     pred = predictions(model, x)
     natural = (pred == y).float().mean().item()
+    if classes is None:
+        with torch.no_grad():
+            classes = int(model(x[:1]).shape[-1])
+    run_cfg, skipped, targets = fit_to_classes(cfg, classes)
     noise_seed = attack_seed(cfg.seed, "uniform-noise")
     noise = noise_flags(model, x, y, cfg.eps, seed=noise_seed).float().mean().item()
-    results = run_suite(model, x, y, cfg, transfer_sources=transfer_sources, log=log)
+    results = run_suite(model, x, y, run_cfg, transfer_sources=transfer_sources, skip=skipped, log=log)
+    for r in results:
+        if r.name == "apgd-t":
+            r.settings.update(targets)
     curve = accuracy_curve(model, x, y, cfg)
     report = SuiteReport(natural, noise, results, curve, constant=constant_output(pred, y), noise_seed=noise_seed,
-                         natural_flags=pred == y)
+                         natural_flags=pred == y, skipped=skipped)
     report.independent, report.independent_seeds = paper_protocol_runs(model, x, y, cfg, results)
     report.checks = suite_checks(natural, noise, results, curve, cfg, len(x), report.constant,
                                  independent=report.independent)

@@ -119,6 +119,116 @@ def test_the_suite_runs_on_a_users_pipeline(workspace):
     assert suite["subset"]["n"] == 4 and suite["subset"]["seed"] == 0
 
 
+ZOO = '''
+from aaa_core.models import build
+
+
+def fc():
+    """The study's MNIST FC classifier (the registry's mnist/fc), for `aaa --classifier zoo:fc`."""
+    return build("mnist", "fc")
+'''
+
+# params.yaml's keys set to a budget of seconds: eps 0.1 leaves the FC classifier partly robust (per-example flags
+# that depend on each attack's random start), two paper-protocol step counts (the steps check runs), seed 3
+SMALL_SUITE = {"seed": 3, "device": "cpu", "threat.mnist": {"eps": 0.1, "alpha": 0.03, "eval_steps": [2, 4]},
+               "suite.mnist": {"subset": 30, "pgd_steps": 3, "pgd_alpha": 0.04, "pgd_restarts": 2, "apgd_steps": 3,
+                               "apgdt_targets": 2, "square_queries": 30, "transfer_steps": 3,
+                               "curve_eps": [0.0, 0.1, 1.0], "curve_steps": 3, "max_acc_at_high_eps": 0.05,
+                               "masking_tolerance": 0.02, "max_masking_gap": 0.05, "acknowledged_masking": []}}
+
+
+@pytest.fixture()
+def study(tmp_path, monkeypatch, mnist_raw, trained_fc):
+    """A prepared MNIST file, params.yaml at SMALL_SUITE, the conftest's trained FC classifier saved both as the
+    robustness stage loads it (clf.pt) and as `aaa` does (zoo:fc with the state dict net.pt), and an AE after one
+    epoch of clean reconstruction (ae.pt, which both load). Returns the folder, the working directory."""
+    import yaml
+
+    from aaa_core.checkpoints import save_model, save_torch
+    from aaa_core.data import to_float
+    from aaa_core.models import build
+    from aaa_core.training import TrainConfig, pretrain_ae
+    from conftest import set_key
+    from aaa_core.custom import save_ae
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "zoo.py").write_text(ZOO)
+    save_torch({"x_train": mnist_raw["x_train"][:2000], "y_train": mnist_raw["y_train"][:2000],
+                "x_test": mnist_raw["x_test"][:500], "y_test": mnist_raw["y_test"][:500], "dataset": "mnist",
+                "label": "MNIST (test subset)", "source": "test"}, tmp_path / "mnist.pt")
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    for key, value in SMALL_SUITE.items():
+        set_key(raw, key, value)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    save_model(trained_fc, tmp_path / "clf.pt", kind="classifier", dataset="mnist", arch="fc", mode="natural")
+    torch.save(trained_fc.state_dict(), tmp_path / "net.pt")
+    torch.manual_seed(0)
+    ae = build("mnist", "ae", latent_dim=128)
+    x = to_float(mnist_raw["x_train"][:1100])   # about 2/3 of the test images come through it classified correctly
+    pretrain_ae(ae, x[:1000], x[1000:], TrainConfig(epochs=1, batch_size=8, lr=0.003, lr_patience=5, seed=0),
+                log=lambda _: None)
+    save_ae(ae.eval(), tmp_path / "ae.pt", dataset="mnist", arch="ae", arch_kwargs={"latent_dim": 128},
+            input_shape=(1, 28, 28), loss="mse")
+    return tmp_path
+
+
+@pytest.mark.parametrize("defended", [False, True], ids=["classifier", "ae+classifier"])
+def test_aaa_evaluate_and_the_robustness_stage_give_the_same_flags(study, monkeypatch, defended):
+    """`aaa evaluate --suite` and the study's robustness stage on one model, dataset file and params.yaml: both call
+    aaa_core.suite.evaluate_suite once, with equal configs and equal test subsets, and report the same per-example
+    flags of every attack, the same natural, noise and worst-case flags, curve, independent runs and checks. With
+    an AE, the stage's --transfer classifier=clf.pt is the command's transfer from the classifier behind it."""
+    import aaa_core.suite
+    import stages.robustness
+
+    real, calls = aaa_core.suite.evaluate_suite, []
+
+    def recording(caller):
+        def evaluate_suite(model, x, y, cfg, **kwargs):
+            report = real(model, x, y, cfg, **kwargs)
+            calls.append({"caller": caller, "x": x, "y": y, "cfg": cfg, "sources": sorted(kwargs["transfer_sources"]),
+                          "report": report})
+            return report
+        return evaluate_suite
+
+    monkeypatch.setattr(stages.robustness, "evaluate_suite", recording("stage"))
+    monkeypatch.setattr(aaa_core.suite, "evaluate_suite", recording("aaa"))
+    pipeline = ["--pipeline", "ae.pt+clf.pt", "--transfer", "classifier=clf.pt"] if defended else ["--pipeline", "clf.pt"]
+    # the stage stops, writing nothing, when a sanity check fails: its report is what it computed all the same
+    CliRunner().invoke(stages.robustness.main, ["--dataset", "mnist", "--name", "p", *pipeline, "--data", "mnist.pt",
+                                                "--metrics", "stage.json", "--params", "params.yaml"])
+    result = invoke("evaluate", "--classifier", "zoo:fc", "--weights", "net.pt", "--dataset", "mnist",
+                    "--data", "mnist.pt", "--params", "params.yaml", "--device", "cpu",
+                    *(["--ae", "ae.pt"] if defended else []), "--metrics", "aaa.json")
+    assert result.exit_code in (0, 2), result.output
+    aaa = json.loads((study / "aaa.json").read_text())
+    stage = json.loads(json.dumps(calls[0]["report"].as_dict()))
+    assert calls[0]["caller"] == "stage"
+
+    def flags(report: dict) -> dict:
+        return {a["name"]: a["flags"] for a in report["attacks"]}
+
+    assert flags(aaa) == flags(stage)
+    assert (aaa["natural_flags"], aaa["worst_case_flags"]) == (stage["natural_flags"], stage["worst_case_flags"])
+    # every attack of the study ran, and the flags tell examples and attacks apart (a start that differed would show)
+    assert set(flags(aaa)) == {"pgd2-paper", "pgd4-paper", "pgd3-ce-x2", "pgd3-margin-x2", "apgd-ce", "apgd-t",
+                               "square"} | ({"transfer-from-classifier"} if defended else set())
+    assert len(aaa["natural_flags"]) == 30 and any("0" in f and "1" in f for f in flags(aaa).values())
+    assert len(set(flags(aaa).values())) > 1
+
+    def untimed(report: dict) -> dict:
+        return {**{k: report[k] for k in stage}, "attacks": [{**a, "seconds": None} for a in report["attacks"]]}
+
+    assert untimed(aaa) == untimed(stage)   # noise and its seed, curve, independent runs, checks
+    assert "more_steps_not_weaker_independent_runs" in {c["name"] for c in aaa["checks"]}
+    assert aaa["skipped_attacks"] == {} and aaa["seed"] == 3
+    # one code path: the command called the stage's function once, with the stage's config, examples and sources
+    assert [c["caller"] for c in calls] == ["stage", "aaa"]
+    assert calls[1]["cfg"] == calls[0]["cfg"] and calls[1]["sources"] == calls[0]["sources"]
+    assert torch.equal(calls[1]["x"], calls[0]["x"]) and torch.equal(calls[1]["y"], calls[0]["y"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--classifier", "no_such_module:net"], "cannot import 'no_such_module'"),
     (["--classifier", "my_models"], "expected MODULE:FACTORY"),

@@ -214,3 +214,42 @@ def test_every_attack_and_every_restart_draws_its_own_random_start(monkeypatch):
     for i in range(4):
         for j in range(i):
             assert (starts[i] - starts[j]).abs().max() > 0.1, f"restart/batch starts {j} and {i} are the same draw"
+
+
+def linear_model(classes, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, classes)).eval()
+
+
+@pytest.mark.parametrize("classes, given", [(3, True), (3, False), (5, True), (5, False), (10, False)])
+def test_apgdt_is_fitted_to_the_classes_and_nothing_else_changes(classes, given):
+    """APGD-T's targeted DLR loss reads the 3rd and 4th largest logits and targets the other classes: on fewer than
+    4 classes it is skipped, saying why; on fewer than apgdt_targets + 1 it is limited to classes - 1 targets,
+    recorded beside its settings. Every other attack, the noise, the curve and the checks run as on 10 classes,
+    from the same seeds. The class count is a parameter, or else the width of the model's logits."""
+    from dataclasses import replace
+
+    from aaa_core.runtime import generator
+
+    cfg = replace(TINY, apgdt_targets=6)
+    model = linear_model(classes)
+    x = torch.rand((6, 1, 4, 4), generator=generator(0))
+    y = torch.arange(6) % classes
+    report = evaluate_suite(model, x, y, cfg, classes=classes if given else None, log=lambda _: None)
+    names = [r.name for r in report.results]
+    assert names == ["pgd2-paper", "pgd4-paper", "pgd3-ce-x2", "pgd3-margin-x2", "apgd-ce",
+                     *(["apgd-t"] if classes >= 4 else []), "square"]
+    assert all(r.settings["seed"] == attack_seed(cfg.seed, "pgd-paper" if r.name.endswith("-paper") else r.name)
+               for r in report.results)
+    assert report.noise_seed == attack_seed(cfg.seed, "uniform-noise") and set(report.independent) == {2, 4}
+    assert "more_steps_not_weaker_independent_runs" in {c.name for c in report.checks}
+    if classes < 4:
+        assert set(report.skipped) == {"apgd-t"} and f"this dataset has {classes}" in report.skipped["apgd-t"]
+        return
+    assert report.skipped == {}
+    apgdt = by_name(report)["apgd-t"].settings
+    if classes == 5:
+        assert apgdt["target_classes"] == 4 and apgdt["target_classes_configured"] == 6
+        assert "4 other classes of a 5-class dataset" in apgdt["target_classes_limited"]
+    else:
+        assert apgdt["target_classes"] == 6 and "target_classes_limited" not in apgdt
