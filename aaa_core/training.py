@@ -131,6 +131,19 @@ def training_attack(cfg) -> Attack:
     return attack
 
 
+def noise_attack(sigmas: Sequence[float]) -> Attack:
+    """Gaussian noise in place of the training attack: the denoised-smoothing reference (Salman et al., 2020),
+    an AE trained to undo the noise randomized smoothing adds. Each batch gets ``x + sigma * N(0, 1)``, ``sigma``
+    drawn per batch from ``sigmas`` (pixel units), unclipped as smoothing samples it; the ramp's strength is
+    ignored. In: (N, ...) images in [0, 1]; out: the same shape."""
+    sigmas = [float(s) for s in sigmas]
+
+    def attack(model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator, strength: float) -> Tensor:
+        pick = int(torch.randint(len(sigmas), (1,), generator=generator, device=generator.device).item())
+        return x + sigmas[pick] * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return attack
+
+
 def ramp_strength(iteration: int, eps_ramp: int) -> float:
     """The training attack's strength at ``iteration`` (0-based): linear from 1/eps_ramp to 1, then 1.
 

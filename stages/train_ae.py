@@ -2,7 +2,9 @@
 
 The AE's training knobs come from params.yaml's ``ae.<dataset>`` (``warm_epochs``: epochs of clean
 reconstruction first; ``mse_weight``: the MSE term's weight in L_ce+mse); ``--warm-epochs`` and
-``--mse-weight`` override them for one run (the ablation pipeline's variants)."""
+``--mse-weight`` override them for one run (the ablation pipeline's variants). ``--gaussian`` replaces the
+PGD training attack by Gaussian noise at the sigmas of params ``certify.<dataset>`` (the denoised-smoothing
+reference of the certification pipeline), at the same budget."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +22,7 @@ from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.losses import get_loss
 from aaa_core.models import Defended, ae_kwargs, build
 from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
-from aaa_core.training import TrainConfig, pretrain_ae, train_ae, training_attack
+from aaa_core.training import TrainConfig, noise_attack, pretrain_ae, train_ae, training_attack
 from stages._cli import run
 
 
@@ -39,12 +41,16 @@ from stages._cli import run
               help="Override params ae.<dataset>.warm_epochs (epochs of clean reconstruction first).")
 @click.option("--mse-weight", type=click.FloatRange(0, min_open=True), default=None,
               help="Override params ae.<dataset>.mse_weight (L_ce+mse = ce + W * mse).")
+@click.option("--gaussian", is_flag=True,
+              help="Train on Gaussian noise (params certify.<dataset>.sigmas, one drawn per batch) instead of PGD.")
 def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path: Path, out: Path,
-         metrics_path: Path, params_path: Path, warm_epochs: int | None, mse_weight: float | None) -> None:
+         metrics_path: Path, params_path: Path, warm_epochs: int | None, mse_weight: float | None,
+         gaussian: bool) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     ae_cfg = params.section("ae", dataset)
+    noise_sigmas = params.section("certify", dataset).sigmas if gaussian else []
     warm_epochs = ae_cfg.warm_epochs if warm_epochs is None else warm_epochs
     mse_weight = ae_cfg.mse_weight if mse_weight is None else mse_weight
     distributed.relaunch(params.devices, "stages.train_ae")
@@ -59,11 +65,13 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     cfg = TrainConfig(epochs=adv.epochs, batch_size=train.batch_size, lr=train.lr,
                       lr_patience=train.lr_patience, seed=params.seed, bf16=train.bf16,
                       epoch_images=adv.epoch_images, eps_ramp=adv.eps_ramp, augment=train.augment)
-    attack = training_attack(attack_cfg)
+    attack = noise_attack(noise_sigmas) if noise_sigmas else training_attack(attack_cfg)
     arch_kwargs = ae_kwargs(dataset, ae_cfg)
     ae = build(dataset, "ae", **arch_kwargs).to(device)
     description = {"dataset": dataset, "loss": loss, "classifiers": [str(p) for p in classifier_paths],
-                   "train": cfg.__dict__, "attack": attack_cfg.describe(), "n_train": len(x),
+                   "train": cfg.__dict__,
+                   "attack": ({"kind": "gaussian noise", "sigmas": list(noise_sigmas), "clipped": False}
+                              if noise_sigmas else attack_cfg.describe()), "n_train": len(x),
                    "arch_kwargs": arch_kwargs, "processes": distributed.world_size(),
                    "warm_epochs": warm_epochs, "mse_weight": mse_weight if loss == "ce_mse" else None}
     resume = Resume(out, inputs=[data_path, *classifier_paths])
@@ -79,7 +87,9 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     ae.eval()
     save_model(ae, out, kind="ae", dataset=dataset, arch="ae", arch_kwargs=arch_kwargs, loss=loss,
                description=description)
-    check = [precision_gap(Defended(ae, c), x_val[:256], y_val[:256], attack_cfg) for c in classifiers]
+    # the bf16 training attack must not be weaker than the float32 one it stands for (float32: nothing to check)
+    check = ([precision_gap(Defended(ae, c), x_val[:256], y_val[:256], attack_cfg) for c in classifiers]
+             if cfg.bf16 and not noise_sigmas else None)
     natural = [correct_flags(Defended(ae, c), data["x_test"], data["y_test"]).float().mean().item()
                for c in classifiers]
     write_json({**description, "label": data["label"], "natural_test_accuracy": natural,
