@@ -2,11 +2,11 @@
 
 This is the only module that reads params.yaml. The file has one section per kind of stage (``split``,
 ``train``, ``classifier``, ``models``, ``adversarial``, ``ae``, ``evaluate``, ``sweep``,
-``suite``, ``knn``), each per dataset, holding the default (``cpu``) scale's values; ``scales.<scale>``
-overlays the keys another scale changes. ``Params.section(name, dataset)`` gives the merged, validated
-values of the selected scale. Every scale is validated when the file is loaded, so a bad value at the
-paper scale is caught on a cpu run too. An unknown, missing, mistyped or out-of-range key stops the stage
-with its full name, its value and what was expected.
+``suite``, ``knn``, ``certify``), each per dataset, holding the default
+(``cpu``) scale's values; ``scales.<scale>`` overlays the keys another scale changes.
+``Params.section(name, dataset)`` gives the merged, validated values of the selected scale. Every scale is
+validated when the file is loaded, so a bad value at the paper scale is caught on a cpu run too. An unknown,
+missing, mistyped or out-of-range key stops the stage with its full name, its value and what was expected.
 """
 from __future__ import annotations
 
@@ -120,6 +120,10 @@ class EvaluateConfig:
     sanity_steps: Count
     sanity_max_acc: Fraction  # robust accuracy at sanity_eps must be at most this
     transfer_tolerance: Fraction  # white-box may be weaker than transfer by at most this
+    # a pipeline whose PGD accuracy is flat over the protocol's step counts while at least flat_min_acc is also
+    # attacked with margin-loss PGD and Square (flat_square_queries), so masking is told from robustness
+    flat_min_acc: Fraction = 0.05
+    flat_square_queries: Count = 100
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,19 @@ class KNNConfig:
     k: Count                  # neighbours averaged (the paper: 10)
     square_queries: Count     # Square's query budget on the kNN pipelines
     bpda_tolerance: Fraction  # the BPDA attack may be weaker than the non-adaptive one by at most this
+    apgd_restarts: Count = 2  # APGD-CE through the straight-through gradient: restarts, each its own seed
+    apgd_steps: Size = 0      # and its iterations (0 = the paper protocol's largest PGD step count)
+
+
+@dataclass(frozen=True)
+class CertifyConfig:
+    """Randomized smoothing (stage certify, Cohen et al. 2019): CERTIFY of each test image under Gaussian noise."""
+    subset: Size              # test images certified, a seeded random subset (aaa_core.data.test_order; 0 = all)
+    n0: Count                 # noise samples that select the top class
+    n: Count                  # noise samples that bound its probability (Cohen: 100,000)
+    alpha: Annotated[float, Range(0, 0.5, lo_open=True)]   # probability that a certificate is wrong
+    batch_size: Count         # noisy samples per forward pass
+    sigmas: Annotated[list[Positive], NON_EMPTY]           # noise standard deviations, pixel units
 
 
 ModelsConfig = dict[str, dict[str, Count]]   # classifier arch -> constructor arguments ({} = the paper's size)
@@ -163,7 +180,7 @@ ModelsConfig = dict[str, dict[str, Count]]   # classifier arch -> constructor ar
 SECTIONS: dict[str, Any] = {
     "split": SplitConfig, "train": TrainConfig, "classifier": ClassifierConfig, "models": ModelsConfig,
     "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
-    "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig,
+    "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig, "certify": CertifyConfig,
 }
 TOP_LEVEL = ("seed", "scale", "loss", "other_losses", "device", "devices", "data", "threat", *SECTIONS, "scales")
 
@@ -326,7 +343,7 @@ def _check_sizes(resolved: dict, dataset: str, scale: str) -> None:
     if get("adversarial"):
         bound("adversarial", "epoch_images", get("adversarial").epoch_images, pool - split.val_size,
               "the training split after validation")
-    for section in ("evaluate", "sweep", "suite", "knn"):
+    for section in ("evaluate", "sweep", "suite", "knn", "certify"):
         if get(section):
             bound(section, "subset", get(section).subset, n_test, f"{dataset} has {n_test} test images")
     evaluate = get("evaluate")

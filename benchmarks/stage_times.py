@@ -16,7 +16,8 @@ budgets and exits 0, or one line per exceeded budget and per stage without a rec
 
 Reads only committed files: every pipeline's stages and their metrics outputs as the dvc.yaml files
 define them (DVC expands foreach/matrix), and the `seconds` each metrics JSON records. A stage's time is
-the sum over its metrics outputs (a stage may write several). The render and summarize stages (those
+the sum over its metrics outputs (a stage may write several, or a folder of them under metrics/, each
+record timing its own share of the stage). The render and summarize stages (those
 whose commands run only `stages.render_*` or `stages.summarize`) record no time by design and count 0;
 any other stage that lacks a metrics output, or whose metrics file is missing or records no `seconds`,
 is "missing": it counts 0 in the table (flagged below it) and fails --budget. The times are those of the
@@ -105,6 +106,8 @@ def stage_times(root: Path = ROOT) -> dict[str, dict[str, StageTime]]:
                     rel = Path(o.fs_path).resolve().relative_to(root.resolve()).as_posix()
                     if o.metric or rel.endswith(".json"):
                         t.metrics.append(rel)
+                    elif not o.use_cache and rel.startswith("metrics/"):   # a folder of per-pipeline records
+                        t.metrics += sorted(p.relative_to(root).as_posix() for p in (root / rel).rglob("*.json"))
                 for rel in t.metrics:
                     seconds = _recorded(root / rel)
                     if isinstance(seconds, float):

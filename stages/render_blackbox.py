@@ -91,13 +91,13 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]], collapsed: dict[str,
 @click.command()
 @click.option("--dataset", required=True)
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="metrics/blackbox/<dataset>: train_<access>.json and robustness_<access>.json")
+              help="metrics/blackbox/<dataset>: train_<access>.json and robustness/<access>.json")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--classifier-metrics", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The classifier's evaluate metrics (its natural accuracy alone, for the collapse rule); default "
                    "metrics/<dataset>/evaluate/<classifier>.json beside metrics/blackbox.")
 def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | None) -> None:
-    runs = {a: (_read(metrics_dir / f"train_{a}.json"), _read(metrics_dir / f"robustness_{a}.json")) for a in ACCESS}
+    runs = {a: (_read(metrics_dir / f"train_{a}.json"), _read(metrics_dir / "robustness" / f"{a}.json")) for a in ACCESS}
     train, suite = runs["query"]
     if classifier_metrics is None:
         classifier_metrics = metrics_dir.parent.parent / dataset / "evaluate" / f"{Path(train['classifier']).stem}.json"

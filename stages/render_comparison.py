@@ -22,7 +22,7 @@ from aaa_core.checkpoints import atomic_path, write_json
 from aaa_core.comparison import MEASURES, Side, load_comparison, mean_sd, pct_interval, seed_measurements, summary
 from aaa_core.config import load_params
 from aaa_core.errors import AAAError
-from aaa_core.verdicts import (Scored, Verdict, collapse_reason, example_count, example_set, judge_pooled,
+from aaa_core.verdicts import (Scored, Verdict, collapse_reason, example_count, example_set, judge, judge_pooled,
                                percent)
 from stages._cli import run
 
@@ -119,7 +119,6 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
         result[k].update({f: v.as_dict()[f] for f in ("outcome", "p") if f in v.as_dict()})
         if v.counts is not None:
             result[k].update(aaa_only=v.counts.first_only, madry_only=v.counts.second_only)
-    write_json({dataset: {"seeds": 1 + len(cfg.seed_offsets), **result}}, summary_path)
 
     def n_of(key: str) -> str:
         ns = sorted({m.n for side in (aaa, madry) for m in side.measure(key)})
@@ -173,9 +172,47 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
         lines += ["AutoAttack's cascade: accuracy after each attack (each runs on what the ones before left "
                   "correctly classified) and its time:", "", "| pipeline | seed | clean | after each attack |",
                   "|---|---|---|---|", *cascade, ""]
+    section, finetuned = finetuned_section(comparison_dir / "finetuned", aaa.name, raw["aaa"][0], alone, source)
+    lines += section
+    result["finetuned_madry"] = finetuned
+    write_json({dataset: {"seeds": 1 + len(cfg.seed_offsets), **result}}, summary_path)
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")
+
+
+FINETUNED = "dnn_adv_ft"
+
+
+def finetuned_section(folder: Path, aaa_name: str, aaa_records: dict, alone: dict | None,
+                      source: str) -> tuple[list[str], dict]:
+    """The second baseline: Madry fine-tuned from the natural ``source`` classifier the AE stands on, against
+    the study's AAA (seed 0) on the same examples, per measure by the exact McNemar test. Returns the report's
+    lines and the summary's record ({} where the stage has not run)."""
+    ev, rb = read(folder / f"evaluate_{FINETUNED}.json"), read(folder / f"robustness_{FINETUNED}.json")
+    title = f"## Madry fine-tuned from the natural `{source}`"
+    if ev is None and rb is None:
+        return [title, "", "Not run: `dvc repro comparison/dvc.yaml:finetune_madry`.", ""], {}
+    train = read(folder / f"train_{FINETUNED}.json") or {}
+    collapsed = collapse_reason(aaa_records["evaluate"]["natural_accuracy"], alone["natural_accuracy"]) \
+        if aaa_records.get("evaluate") and alone else None
+    a = scores(f"AAA ({aaa_name})", aaa_records, collapsed)
+    f = scores(f"fine-tuned Madry ({FINETUNED})", {"evaluate": ev, "robustness": rb, "autoattack": None}, None)
+    measures = [k for k in MEASURES if k in a and k in f]
+    verdicts = {k: judge(a[k], f[k]) for k in measures}
+    attack = train.get("attack") or {}
+    lines = [title, "",
+             f"Madry's training started from the weights of the natural `{source}` the AE stands on (instead of a "
+             f"random initialisation), with Madry's own budget: {train.get('train', {}).get('epochs', '?')} epochs of "
+             f"{train.get('train', {}).get('epoch_images', '?')} images, PGD-{attack.get('steps', '?')} at eps "
+             f"{attack.get('eps', '?')}. So AAA (which inherits that classifier) and this Madry start from the same "
+             "natural training. Both are scored on the same examples by the same attacks; verdicts by the exact "
+             "two-sided McNemar test at 0.05.", "",
+             "| measure | AAA | fine-tuned Madry | verdict |", "|---|---|---|---|"]
+    lines += [f"| {COLUMNS[k]} (n={a[k].n}) | {a[k].interval} | {f[k].interval} | {verdicts[k].text} |"
+              for k in measures]
+    return lines + [""], {k: {"aaa": a[k].accuracy, "finetuned_madry": f[k].accuracy, "n": a[k].n,
+                              **verdicts[k].as_dict()} for k in measures}
 
 
 def collapse_note(alone: dict | None, source: str) -> str:

@@ -12,6 +12,7 @@ from aaa_core.config import AE_LOSSES, load_params
 from aaa_core.report import (PAIRED_NOTE, budget_caption, caption, ensemble_table, knn_table, knn_versus_plain,
                              load_examples, load_metrics, pipeline_model_name, reconstruction_figure,
                              suite_by_pipeline, sweep_figure, table, training_cost, versus_madry, worst_caption)
+from aaa_core.stats import percent_with_interval
 from aaa_core.verdicts import classifier_naturals
 from stages._cli import run
 
@@ -95,6 +96,8 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
                         not_run=[x for x in AE_LOSSES if x != params.loss and x not in params.other_losses]).to_markdown(index=False), ""]
         if i == 0:   # the table of AAA against Madry
             lines += [versus_madry(rows, suite, params.loss, arch, steps), ""]
+    ensemble_dir = metrics_dir / "ensemble"
+    lines += flat_section([*rows, *(load_metrics(ensemble_dir) if ensemble_dir.is_dir() else [])])
     lines += (ensemble_section(metrics_dir, rows, paper, steps, suite)
               + knn_section(metrics_dir, dataset, paper, params.loss, steps, classifier_naturals(rows)))
     lines += ["## Robust accuracy against eps", "",
@@ -107,6 +110,33 @@ def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, 
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")
+
+
+def flat_section(records: list[dict]) -> list[str]:
+    """Pipelines whose PGD accuracy was flat over the step counts (evaluate's flat check): what the margin-loss
+    PGD and Square found beside the cross-entropy PGD, on the same examples."""
+    hit = [m for m in records if (m.get("flat_check") or {}).get("triggered")]
+    lines = ["## Pipelines flat over PGD steps", ""]
+    if not hit:
+        return lines + ["No pipeline's PGD accuracy was flat over the step counts while above the floor "
+                        "(evaluate.<dataset>.flat_min_acc), or the check did not run.", ""]
+    lines += ["A pipeline whose accuracy under the paper's PGD does not fall from the shortest to the longest run "
+              "(at most one example more fooled) while above the floor may owe it to a masked cross-entropy "
+              "gradient. Each such pipeline was also attacked with the suite's margin-loss PGD and with Square "
+              "(query-only) on the same examples; the worst case per example over the three is beside it. A large "
+              "gap says the PGD column overstates robustness.", "",
+              "| pipeline | PGD (longest) | attacks | their accuracies | worst case | gap (points) |",
+              "|---|---|---|---|---|---|"]
+    for m in hit:
+        f, n = m["flat_check"], m["attack"]["examples"]
+        name = Path(m["pipeline"]["classifier"]).stem if not m["pipeline"]["ae"] else \
+            f"{Path(m['pipeline']['ae']).stem}-{Path(m['pipeline']['classifier']).stem}"
+        pgd = m["robust_accuracy"][f"pgd{f['pgd_steps']}"]
+        attacks = ", ".join(a["name"] for a in f["attacks"])
+        accs = ", ".join(f"{100 * a['accuracy']:.1f}" for a in f["attacks"])
+        lines.append(f"| {name} | {percent_with_interval(pgd, n)} | {attacks} | {accs} | "
+                     f"{percent_with_interval(f['worst_case_accuracy'], n)} | {100 * f['gap']:.1f} |")
+    return lines + [""]
 
 
 def ensemble_section(metrics_dir: Path, evaluated: list[dict], paper: dict, steps: list[int],
@@ -152,11 +182,16 @@ def knn_square_caption(rows: list[dict]) -> str:
     found = {m["pipeline"]["ae_loss"] + "-" + m["pipeline"]["classifier_arch"]:
              at_longest(m.get("square_only_fooled", {})) for m in rows}
     missed = ", ".join(f"{name} {n}" for name, n in sorted(found.items()) if n) or "none on any pipeline"
-    return (f"*Square* is the query-only attack ({square['queries']} queries, margin loss, p_init "
+    apgd = rows[0]["attack"].get("apgd_bpda")
+    apgd_text = (f"*APGD-CE BPDA* is APGD-CE ({apgd['steps']} steps, {apgd['restarts']} restarts, each from its own "
+                 f"seed, {apgd['library']}) through the same straight-through gradient, every restart's output "
+                 "classified by the true kNN pipeline. " if apgd else "")
+    return (apgd_text + f"*Square* is the query-only attack ({square['queries']} queries, margin loss, p_init "
             f"{square['p_init']}, {square['library']}) on the true kNN pipeline, which needs no gradient: a "
             "straight-through gradient that misleads BPDA cannot hide robustness from it. *Worst* counts an "
-            "example as robust only if it survives the non-adaptive attack, BPDA and Square. Examples only Square "
-            f"fooled (robust under both gradient attacks at the longest PGD): {missed}.")
+            "example as robust only if it survives the non-adaptive attack, BPDA"
+            + (", APGD-CE BPDA" if apgd else "") + " and Square. Examples only Square "
+            f"fooled (robust under every gradient attack at the longest PGD): {missed}.")
 
 
 def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, steps: list[int],
@@ -182,8 +217,10 @@ def knn_section(metrics_dir: Path, dataset: str, paper: dict, headline: str, ste
         if len(versus):
             lines += [f"Does kNN help ({arch.upper()})? On the same {first['attack']['examples']} test images: the "
                       "plain AE under white-box PGD (final iterate), AE + kNN on those very adversarial examples, "
-                      "and AE + kNN's worst case (every attack above). The verdict compares the plain AE with "
-                      "kNN's worst case, the strongest attack each got, on the same examples (kNN first). "
+                      "AE + kNN's worst case (every attack above) and, where recorded, the plain AE's worst case "
+                      "under the same attacks (its own PGD, APGD-CE and Square at the same budgets). The verdict "
+                      "compares kNN's worst case with the plain AE's (else with the plain AE under PGD), the "
+                      "strongest attacks each got, on the same examples (kNN first). "
                       + PAIRED_NOTE, "",
                       versus.to_markdown(index=False), ""]
     return lines

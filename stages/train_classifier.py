@@ -8,7 +8,7 @@ import click
 
 from aaa_core import distributed
 from aaa_core.attacks import PGDConfig
-from aaa_core.checkpoints import save_model, write_json
+from aaa_core.checkpoints import load_model, save_model, write_json
 from aaa_core.config import load_params
 from aaa_core.evaluate import correct_flags, precision_gap
 from aaa_core.models import build
@@ -25,10 +25,13 @@ from stages._cli import run
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Start from this classifier's weights (same dataset, architecture and arguments) instead of "
+                   "a random initialisation: Madry fine-tuned from the natural classifier an AE stands on.")
 @click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default="params.yaml", show_default=True)
 def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics_path: Path,
-         params_path: Path) -> None:
+         init_path: Path | None, params_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
     split, train = params.section("split", dataset), params.section("train", dataset)
@@ -51,10 +54,16 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     attack = training_attack(attack_cfg) if adversarial else None
     arch_kwargs = params.section("models", dataset).get(arch, {})
     model = build(dataset, arch, **arch_kwargs).to(device)
+    if init_path is not None:
+        start_model, start_info = load_model(init_path, kind="classifier", dataset=dataset, device=device)
+        if (start_info["arch"], start_info["arch_kwargs"]) != (arch, arch_kwargs):
+            raise click.BadParameter(f"{init_path}: a {start_info['arch']} {start_info['arch_kwargs']}, expected the "
+                                     f"{arch} {arch_kwargs} of params models.{dataset}", param_hint="--init")
+        model.load_state_dict(start_model.state_dict())
     description = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "mode": mode, "train": cfg.__dict__,
                    "attack": attack_cfg.describe() if adversarial else None, "n_train": len(x),
-                   "processes": distributed.world_size()}
-    resume = Resume(out, inputs=[data_path])
+                   "processes": distributed.world_size(), **({"init": str(init_path)} if init_path else {})}
+    resume = Resume(out, inputs=[data_path, *([init_path] if init_path else [])])
     history = train_classifier(model, x, y, x_val, y_val, cfg, attack=attack,
                                resume=resume.load(description, click.echo),
                                save_state=resume.saver(description), log=click.echo)
@@ -68,7 +77,7 @@ def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics
     metrics = {"dataset": dataset, "label": data["label"], "arch": arch, "mode": mode,
                "test_accuracy": test_acc, "n_test": len(data["x_test"]), **description, "history": history,
                "runtime": describe_runtime(device, bf16_training=cfg.bf16)}
-    if adversarial:
+    if adversarial and cfg.bf16:   # the bf16 attack must not be weaker than the float32 one it stands for
         metrics["training_attack_precision"] = precision_gap(model, x_val[:256], y_val[:256], attack_cfg)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     write_json(metrics, metrics_path)

@@ -219,7 +219,8 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
         suite = {"name": access, "examples": 10, "seed": 0, "attacks": attacks, "worst_case_accuracy": 0.4,
                  "masked_gradients": {"detected": False, "acknowledged": False}}
         (tmp_path / f"train_{access}.json").write_text(json.dumps(train))
-        (tmp_path / f"robustness_{access}.json").write_text(json.dumps(suite))
+        (tmp_path / "robustness").mkdir(exist_ok=True)
+        (tmp_path / "robustness" / f"{access}.json").write_text(json.dumps(suite))
     result = CliRunner().invoke(main, ["--dataset", "mnist", "--metrics-dir", str(tmp_path), "--out",
                                        str(tmp_path / "out.md")])
     assert result.exit_code == 0, result.output

@@ -259,3 +259,23 @@ def test_seed_measurements_reads_the_largest_step_count():
     got = seed_measurements(evaluate_metrics(0.97, 0.75), None, None)
     assert got["pgd"] == Measurement(0.75, 500) and got["natural"] == Measurement(0.97, 500)
     assert set(summary(Side("a", {0: got}), Side("m", {0: got}))) == set(comparison.MEASURES)
+
+
+def test_the_finetuned_madry_is_set_beside_aaa_and_says_when_it_has_not_run(tmp_path):
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1], "autoattack_subset": 100}})
+    fill(tmp_path / "study", tmp_path / "comp", [1])
+    assert render(tmp_path, comp_file).exit_code == 0
+    assert "Not run: `dvc repro comparison/dvc.yaml:finetune_madry`" in (tmp_path / "report.md").read_text()
+    folder = tmp_path / "comp" / "finetuned"
+    folder.mkdir()
+    (folder / "evaluate_dnn_adv_ft.json").write_text(json.dumps(evaluate_metrics(0.98, 0.90)))
+    (folder / "robustness_dnn_adv_ft.json").write_text(json.dumps({"worst_case_accuracy": 0.86, "examples": 100}))
+    (folder / "train_dnn_adv_ft.json").write_text(json.dumps({"train": {"epochs": 3, "epoch_images": 6000},
+                                                              "attack": {"steps": 3, "eps": 0.3}}))
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.md").read_text()
+    assert "## Madry fine-tuned from the natural `dnn`" in text and "3 epochs of 6000 images, PGD-3" in text
+    assert "| PGD (n=500) | 75.0 [71.0, 78.6] | 90.0 [87.1, 92.3] | no per-example flags: not compared |" in text
+    summ = json.loads((tmp_path / "summary.json").read_text())["mnist"]["finetuned_madry"]
+    assert summ["worst"]["finetuned_madry"] == pytest.approx(0.86) and summ["pgd"]["aaa"] == pytest.approx(0.75)

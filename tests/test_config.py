@@ -44,7 +44,8 @@ def test_the_overlay_replaces_only_the_keys_it_names():
     assert (cpu_ae.warm_epochs, cpu_ae.mse_weight, paper_ae.warm_epochs, paper_ae.mse_weight) == (1, 10.0, 0, 1.0)
     assert cpu_ae.latent_dim == paper_ae.latent_dim == 128
     assert parse_params(raw).section("models", "cifar10") == {"resnet": {"widen": 1, "units": 1},
-                                                               "vgg19": {"width_divisor": 16}}
+                                                               "vgg19": {"width_divisor": 16},
+                                                               "dnn": {"width_divisor": 8}}
 
 
 def test_unknown_key_is_named():

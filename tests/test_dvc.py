@@ -57,7 +57,7 @@ def import_closure(module: str) -> set[str]:
 
 
 # the study; the black-box study; seeds and AutoAttack; variants
-PIPELINES = ("dvc.yaml", "blackbox/dvc.yaml", "comparison/dvc.yaml", "ablations/dvc.yaml")
+PIPELINES = ("dvc.yaml", "blackbox/dvc.yaml", "comparison/dvc.yaml", "ablations/dvc.yaml", "certify/dvc.yaml")
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -117,7 +117,7 @@ def committed_repo(tmp_path_factory):
     for name in ("aaa_core", "stages", "paper"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", "blackbox.yaml", "blackbox/dvc.yaml", "comparison.yaml", "comparison/dvc.yaml",
-                 "ablations.yaml", "ablations/dvc.yaml"):
+                 "ablations.yaml", "ablations/dvc.yaml", "certify/dvc.yaml"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     run(["git", "init", "-q"], repo)
@@ -132,6 +132,12 @@ def committed_repo(tmp_path_factory):
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     (path / "placeholder").write_text("placeholder\n")
+        for stage in dvc_repo.index.stages:   # deps inside another stage's output folder (metrics/<ds>/evaluate/x.json)
+            for dep in stage.deps:
+                path = Path(dep.fs_path)
+                if not hasattr(dep, "params") and not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text("placeholder\n")
     run([DVC, "commit", "-f"], repo)
     assert json.loads(run([DVC, "status", "--json"], repo) or "{}") == {}
     return repo
@@ -159,22 +165,24 @@ def names(repo: Path, *patterns: str) -> set[str]:
 
 MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist",
                   "train_ae_blackbox@mnist-*")
-REPLICATES = ("replicate_madry@*", "replicate_ae@*")   # comparison/dvc.yaml: Madry and AAA at more seeds
+# comparison/dvc.yaml: Madry and AAA at more seeds, and Madry fine-tuned from the natural dnn
+REPLICATES = ("replicate_madry@*", "replicate_ae@*", "finetune_madry")
 REPLICATE_EVAL = ("replicate_eval@*",)
 VARIANTS = ("train_variant@*",)                         # ablations/dvc.yaml: AE training variants
 VARIANT_EVAL = ("eval_variant@*",)
-MNIST_EVAL = ("evaluate@mnist-*", "evaluate_aaa@mnist-*", "evaluate_ensemble@mnist-*")
-EVAL = ("evaluate@*", "evaluate_aaa@*", "evaluate_aaa_cifar10@*", "evaluate_ensemble@*", "evaluate_ensemble_cifar10@*")
-SUITE = ("robustness@mnist-*", "robustness_aaa@mnist", "robustness_blackbox@mnist-*")
+MNIST_EVAL = ("evaluate@mnist", "finetune_madry")    # every MNIST pipeline in one stage; the fine-tuned Madry
+EVAL = ("evaluate@*", "finetune_madry")
+# the suite, and the evaluate stages, which attack a pipeline flat over steps with the suite's margin PGD
+SUITE = ("robustness@mnist", "robustness_blackbox@mnist", "finetune_madry", "evaluate@mnist")
 
 
 KNOBS = [
     ("evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL),
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
-    ("suite.mnist.subset", 50, SUITE + REPLICATE_EVAL),
+    ("suite.mnist.subset", 50, SUITE + REPLICATE_EVAL + VARIANT_EVAL),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
     ("knn.mnist.square_queries", 50, ("knn_eval@mnist-*",)),   # kNN's Square has its own budget
-    ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL),
+    ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL + VARIANT_EVAL),
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
     ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
                                  "replicate_ae@*") + VARIANTS),
@@ -194,7 +202,7 @@ KNOBS = [
     ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + EVAL
      + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
     ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "knn_eval@*",
-                       "sweep_eps@*", "robustness@*", "robustness_aaa@*", "train_ae_blackbox@*",
+                       "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
                        "robustness_blackbox@*", "autoattack_study") + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS
      + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
@@ -270,11 +278,13 @@ def test_the_ablation_stages_track_their_own_variant():
 
 
 def test_the_replicates_suite_uses_the_studys_transfer_sources():
-    """replicate_eval scores each seed with the suite the study gives seed 0: the same two transfer sources."""
+    """replicate_eval scores each seed with the suite the study gives seed 0: the same transfer sources (the
+    study's robustness@mnist shares dnn, fc and dnn_adv, leaving Madry's own model out of Madry's)."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    madry = stages["robustness"]["foreach"]["mnist-dnn_adv"]
-    aaa_cmd = stages["robustness_aaa"]["do"]["cmd"].replace("${key}", "mnist").replace("${item.src}", "dnn")
+    study = stages["robustness"]["do"]["cmd"].replace("${key}", "mnist").replace("${item.src}", "dnn").replace(
+        "${item.other}", "fc")
+    sources = "--transfer dnn=models/mnist/dnn.pt --transfer fc=models/mnist/fc.pt --transfer dnn_adv=models/mnist/dnn_adv.pt"
+    assert sources in study
     cmd = " ".join(yaml.safe_load((ROOT / "comparison/dvc.yaml").read_text())["stages"]["replicate_eval"]["do"]["cmd"])
-    assert f"--transfer {madry['t1']} --transfer {madry['t2']}" in cmd
-    study_aaa = "--transfer dnn=models/mnist/dnn.pt --transfer dnn_adv=models/mnist/dnn_adv.pt"
-    assert study_aaa in aaa_cmd and study_aaa in cmd
+    assert "--transfer dnn=models/mnist/dnn.pt --transfer fc=models/mnist/fc.pt --data" in cmd   # Madry
+    assert "--transfer dnn=models/mnist/dnn.pt --transfer fc=models/mnist/fc.pt --transfer dnn_adv=models/mnist/dnn_adv.pt" in cmd

@@ -342,7 +342,8 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
                  "subset": {"n": 100, "seed": 0, "indices_sha256": "other" if access == "surrogate" else "s"},
                  "masked_gradients": {"detected": False, "acknowledged": False}}
         (tmp_path / f"train_{access}.json").write_text(json.dumps(train))
-        (tmp_path / f"robustness_{access}.json").write_text(json.dumps(suite))
+        (tmp_path / "robustness").mkdir(exist_ok=True)
+        (tmp_path / "robustness" / f"{access}.json").write_text(json.dumps(suite))
     (tmp_path / "dnn.json").write_text(json.dumps({"natural_accuracy_full_test": 0.98}))
     result = CliRunner().invoke(main, ["--dataset", "mnist", "--metrics-dir", str(tmp_path), "--out",
                                        str(tmp_path / "out.md"), "--classifier-metrics", str(tmp_path / "dnn.json")])

@@ -45,16 +45,18 @@ class UNetAE(nn.Module):
         return self.out(x)
 
 
-def dnn() -> nn.Module:
+def dnn(width_divisor: int = 1) -> nn.Module:
     """Table 13's DNN: conv 32-3-1, conv 64-3-1, maxpool, dropout, conv 128-3-1, maxpool, conv 128-2-1,
-    maxpool, dropout, dense 1500, dropout, dense 10."""
+    maxpool, dropout, dense 1500, dropout, dense 10; every width divided by ``width_divisor`` (1 = the paper's).
+    In: (N, 3, 32, 32) in [0, 1]; out: (N, 10) logits."""
+    c1, c2, c3, h = 32 // width_divisor, 64 // width_divisor, 128 // width_divisor, 1500 // width_divisor
     return nn.Sequential(
         Normalize(MEAN, STD),
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Dropout(0.5),
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 128, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.5),
-        nn.Flatten(), nn.Linear(128 * 3 * 3, 1500), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1500, 10),
+        nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c3, c3, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.5),
+        nn.Flatten(), nn.Linear(c3 * 3 * 3, h), nn.ReLU(), nn.Dropout(0.5), nn.Linear(h, 10),
     )
 
 
