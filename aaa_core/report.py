@@ -123,7 +123,8 @@ def worst_caption(suite: dict[str, dict]) -> str:
     return (f"*{WORST}*: the adaptive suite's per-example worst case over {len(names)} attacks "
             f"({', '.join(names)}) on {n_examples(first)} test images, the first of the PGD columns' seeded "
             f"random order (aaa_core.data.test_order, seed {first['seed']}); per attack in reports/robustness.md. "
-            f"\"not run\": the suite runs on each dataset's headline pair and its source classifier only.")
+            f"\"not run\": the suite runs on each dataset's headline pair only (AAA on the source classifier, and "
+            f"Madry).")
 
 
 NOT_RUN = "not run: add it to params.yaml's `other_losses`"
@@ -282,7 +283,7 @@ def load_examples(folder: Path, headline: str, classifier_arch: str) -> list[dic
     examples = [e for e in examples if e["classifier_arch"] == classifier_arch]
     if not examples:
         raise FileNotFoundError(f"{folder} holds no examples for classifier {classifier_arch!r}; "
-                                "run the evaluate_aaa stages")
+                                "run the evaluate stage (evaluate@<dataset>)")
     return sorted(examples, key=lambda e: (e["ae_loss"] != headline, e["ae_loss"]))
 
 
@@ -300,12 +301,14 @@ def _marked_label(m: dict, alone: dict[str, float]) -> str:
     return _pipeline_label(m) + collapsed_mark(collapse_of(m, alone))
 
 
-def robustness_section(rows: list[dict], figure: Path) -> list[str]:
-    """One dataset's part of reports/robustness.md: accuracy per attack, worst case, settings, checks, verdict."""
+def robustness_section(rows: list[dict], figure: Path, alone: dict[str, float] | None = None) -> list[str]:
+    """One dataset's part of reports/robustness.md: accuracy per attack, worst case, settings, checks, verdict.
+    ``alone``: each classifier's natural accuracy alone (the evaluate records; ``verdicts.classifier_naturals``),
+    which the collapse check reads where the suite did not run on the classifier itself."""
     rows = sorted(rows, key=lambda m: (m["pipeline"]["classifier_arch"] != "dnn", m["pipeline"]["classifier_arch"],
                                        PIPELINE_ORDER.index(row_key(m))))
     first = rows[0]
-    alone = classifier_naturals(rows)
+    alone = {**(alone or {}), **classifier_naturals(rows)}
     attack_names = [a["name"] for a in first["attacks"] if a["kind"] != "transfer"]
     records = []
     for m in rows:
@@ -332,7 +335,7 @@ def robustness_section(rows: list[dict], figure: Path) -> list[str]:
              f"{n_examples(first)} test images (seeded random subset), stage seed {first['seed']} (each attack "
              f"derives its own), eps {fmt_eps(first['attacks'][0]['settings']['eps'])}, "
              f"data from {first['data_source']}. `-paper` columns: the paper's protocol (one random start, one run recorded at each step count).", "",
-             pd.DataFrame.from_records(records).to_markdown(index=False), "", verdict(rows), "",
+             pd.DataFrame.from_records(records).fillna("-").to_markdown(index=False), "", verdict(rows, alone), "",
              *masking_findings(rows),
              "### Attack settings", "", pd.DataFrame.from_records(settings).to_markdown(index=False), "",
              "### Sanity checks (all passed, or the stage would have failed)", ""]
@@ -358,7 +361,7 @@ def masking_findings(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def verdict(rows: list[dict]) -> str:
+def verdict(rows: list[dict], alone: dict[str, float] | None = None) -> str:
     """AAA pipelines on the Madry baseline's classifier against Madry, under the suite's worst case: each by
     the exact paired test on the same examples (the records' ``worst_case_flags``, ``verdicts.judge``); a
     collapsed AAA pipeline is left out with its reason."""
@@ -367,7 +370,7 @@ def verdict(rows: list[dict]) -> str:
            and m["pipeline"]["classifier_arch"] == madry[0]["pipeline"]["classifier_arch"]]
     if not madry or not aaa:
         return "No Madry baseline and AAA pipeline on the same classifier to compare."
-    alone = classifier_naturals(rows)
+    alone = {**(alone or {}), **classifier_naturals(rows)}
     base = scored("Madry", madry[0], madry[0]["worst_case_accuracy"], madry[0].get("worst_case_flags"), alone)
     parts = []
     for m in sorted(aaa, key=lambda m: -m["worst_case_accuracy"]):

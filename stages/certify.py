@@ -49,6 +49,7 @@ def tsv_name(name: str, sigma: float) -> str:
 def publish(staging: Path, out_dir: Path) -> None:
     """Move every file of ``staging`` into ``out_dir`` (made if missing: then in one rename)."""
     if not out_dir.exists():
+        staging.chmod(0o755)   # mkdtemp's folder is private; the published one reads like any other output
         os.rename(staging, out_dir)
         return
     for path in sorted(staging.iterdir()):

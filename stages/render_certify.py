@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import click
+from scipy.stats import norm
 
 from aaa_core.certify import certified_flags, read_tsv
 from aaa_core.checkpoints import atomic_path
@@ -53,8 +54,9 @@ def section(metrics_root: Path, tsv_root: Path, dataset: str, m: dict, loss: str
              f"CERTIFY (Cohen, Rosenfeld and Kolter 2019) on {m['examples']} test images (seeded, the study's order; "
              f"indices sha256 `{m['subset'].get('indices_sha256', '?')[:12]}`), n0 = {s['n0']} selection and n = "
              f"{s['n']} estimation samples per image, alpha = {s['alpha']} (one-sided Clopper-Pearson); every "
-             f"pipeline on the same images and the same noise. With n = {s['n']} no radius can exceed about "
-             f"{2.2 if s['n'] <= 500 else 3:.1f} sigma; the paper-scale setting is n = 100,000. Certified accuracy "
+             f"pipeline on the same images and the same noise. With n = {s['n']} no radius can exceed "
+             f"{norm.ppf(s['alpha'] ** (1 / s['n'])):.2f} sigma (every sample correct); the paper-scale setting is n = "
+             "100,000. Certified accuracy "
              "at radius r: the smoothed pipeline is correct, does not abstain, and its certified L2 radius (pixel "
              "units, images in [0, 1]) is at least r. Percent with 95% Wilson interval. The last column is the "
              "same pipeline's empirical L-inf accuracy at the study's eps (a different threat model: shown beside, "

@@ -8,6 +8,7 @@ import click
 from aaa_core.checkpoints import atomic_path
 from aaa_core.config import load_params
 from aaa_core.report import load_metrics, robustness_section, robustness_figure
+from aaa_core.verdicts import classifier_naturals
 from stages._cli import run
 
 
@@ -34,7 +35,9 @@ def main(metrics_root: Path, out: Path, figures_dir: Path, params_path: Path) ->
         rows = load_metrics(folder)
         figure = figures_dir / f"robustness_{folder.parent.name}.png"
         robustness_figure(rows, figure)
-        lines += robustness_section(rows, figure.relative_to(out.parent))
+        evaluated = folder.parent / "evaluate"   # each classifier alone, for the collapse check
+        alone = classifier_naturals(load_metrics(evaluated)) if evaluated.is_dir() else {}
+        lines += robustness_section(rows, figure.relative_to(out.parent), alone)
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")

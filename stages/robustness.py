@@ -40,6 +40,8 @@ def named_specs(items: tuple[str, ...], option: str) -> dict[str, str]:
         if "=" not in item:
             raise click.BadParameter(f"{item!r}: expected NAME=SPEC", param_hint=option)
         name, spec = item.split("=", 1)
+        if name in out:
+            raise click.BadParameter(f"{name!r} is given twice", param_hint=option)
         out[name] = spec
     return out
 
