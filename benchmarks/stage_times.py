@@ -52,6 +52,7 @@ class StageTime:
     """One stage's recorded time: the sum of the ``seconds`` of its metrics outputs."""
     seconds: float = 0.0
     metrics: list[str] = field(default_factory=list)   # its metrics outputs (repository paths)
+    folders: list[str] = field(default_factory=list)   # its folders of records (their JSONs are in metrics)
     missing: list[str] = field(default_factory=list)   # why a part of its time is unknown, if it is
     untimed: bool = False                               # a render/summarize stage: no time by design
 
@@ -107,6 +108,7 @@ def stage_times(root: Path = ROOT) -> dict[str, dict[str, StageTime]]:
                     if o.metric or rel.endswith(".json"):
                         t.metrics.append(rel)
                     elif not o.use_cache and rel.startswith("metrics/"):   # a folder of per-pipeline records
+                        t.folders.append(rel)
                         t.metrics += sorted(p.relative_to(root).as_posix() for p in (root / rel).rglob("*.json"))
                 for rel in t.metrics:
                     seconds = _recorded(root / rel)

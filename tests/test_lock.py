@@ -33,6 +33,12 @@ def _lock_entries(stages) -> dict[Path, dict]:
     return locks
 
 
+def _only_gitignores(path: Path) -> bool:
+    """A folder of cached outputs in a clone: DVC's .gitignore files (in git) and nothing else, so a folder
+    dependency on it (models/<ds>) reads "modified" where its files are simply absent."""
+    return path.is_dir() and all(p.name == ".gitignore" for p in path.rglob("*") if p.is_file())
+
+
 def stale_stages(repo: Path) -> dict[str, list[str]]:
     """Stage -> what makes it disagree with its dvc.lock entry, beyond cached outputs that are absent:
     what `dvc status` reports over every pipeline (a changed module, params value or command, an edited or
@@ -56,7 +62,8 @@ def stale_stages(repo: Path) -> dict[str, list[str]]:
                 for path, state in changes.items():
                     if isinstance(state, dict):     # a params file: {key: "modified" | "new" | "deleted"}
                         stale.setdefault(stage, []).extend(f"{kind}: {path}:{k} {how}" for k, how in state.items())
-                    elif state not in MISSING or _rel(Path(repo, path), repo) not in cached:
+                    elif not (state in MISSING or _only_gitignores(Path(repo, path))) \
+                            or _rel(Path(repo, path), repo) not in cached:
                         stale.setdefault(stage, []).append(f"{kind}: {path} {state}")
     locks = _lock_entries(stages)
     produced: dict[str, str] = {}   # output (repository path) -> md5 its producer's lock entry records

@@ -57,10 +57,12 @@ def tree(tmp_path, layout) -> Path:
     return tmp_path
 
 
-def _timed(layout, pipeline_is_study: bool):
-    """(pipeline, stage, its StageTime) of the timed stage with the most metrics outputs."""
+def _timed(layout, pipeline_is_study: bool, declared: bool = False):
+    """(pipeline, stage, its StageTime) of the timed stage with the most metrics outputs; ``declared``: among
+    stages whose outputs are all declared files (a record deleted from a folder of records leaves no trace)."""
     candidates = [(p, n, t) for p, stages in layout.items() for n, t in stages.items()
-                  if (p == stage_times.STUDY_PIPELINE) == pipeline_is_study and not t.untimed and t.metrics]
+                  if (p == stage_times.STUDY_PIPELINE) == pipeline_is_study and not t.untimed and t.metrics
+                  and not (declared and t.folders)]
     assert candidates, "no timed stage with metrics outputs to plant a fault in"
     return max(candidates, key=lambda c: len(c[2].metrics))
 
@@ -114,7 +116,7 @@ def test_all_pipelines_over_the_budget_sum_a_stages_metrics_outputs(tree, layout
 
 @pytest.mark.parametrize("fault", ["deleted", "no seconds", "seconds null"])
 def test_a_stage_without_a_recorded_time_is_missing_not_zero(tree, layout, fault):
-    pipeline, name, t = _timed(layout, pipeline_is_study=False)
+    pipeline, name, t = _timed(layout, pipeline_is_study=False, declared=True)
     broken = tree / t.metrics[-1]   # one of several outputs: the others still record their seconds
     if fault == "deleted":
         broken.unlink()
@@ -149,7 +151,7 @@ def test_the_command_exits_1_on_a_violation_and_0_within(tree, layout):
     # the budgets are options: within a wider study budget, until a stage's time goes missing
     wider = ("--study-minutes", str(stage_times.STUDY_BUDGET_MIN + 10))
     assert _cli(tree, *wider).returncode == 0
-    pipeline, name, t = _timed(layout, pipeline_is_study=False)
+    pipeline, name, t = _timed(layout, pipeline_is_study=False, declared=True)
     (tree / t.metrics[0]).unlink()
     missing = _cli(tree, *wider, "--all-minutes", "1000")
     assert missing.returncode == 1
