@@ -170,6 +170,7 @@ REPLICATES = ("replicate_madry@*", "replicate_ae@*", "finetune_madry")
 REPLICATE_EVAL = ("replicate_eval@*",)
 VARIANTS = ("train_variant@*",)                         # ablations/dvc.yaml: AE training variants
 VARIANT_EVAL = ("eval_variant@*",)
+NOISE_AE = ("train_ae_noise@mnist",)   # certify/dvc.yaml: the Gaussian-noise AE, trained and scored like AAA
 MNIST_EVAL = ("evaluate@mnist", "finetune_madry")    # every MNIST pipeline in one stage; the fine-tuned Madry
 EVAL = ("evaluate@*", "finetune_madry")
 # the suite, and the evaluate stages, which attack a pipeline flat over steps with the suite's margin PGD
@@ -177,36 +178,39 @@ SUITE = ("robustness@mnist", "robustness_blackbox@mnist", "finetune_madry", "eva
 
 
 KNOBS = [
-    ("evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL),
+    ("evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
     ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
-    ("suite.mnist.subset", 50, SUITE + REPLICATE_EVAL + VARIANT_EVAL),
+    ("suite.mnist.subset", 50, SUITE + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
     ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
     ("knn.mnist.square_queries", 50, ("knn_eval@mnist-*",)),   # kNN's Square has its own budget
-    ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL + VARIANT_EVAL),
+    ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
+    ("certify.mnist.n", 1000, ("certify@mnist",)),
+    ("certify.mnist.sigmas", [0.5], ("certify@mnist",) + NOISE_AE),   # the noise AE trains at the sigmas
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
     ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
-                                 "replicate_ae@*") + VARIANTS),
+                                 "replicate_ae@*") + VARIANTS + NOISE_AE),
     ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
-                                  "replicate_ae@*") + VARIANTS),
+                                  "replicate_ae@*") + VARIANTS + NOISE_AE),
     ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
     ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist",
-                                   "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS),
+                                   "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS + NOISE_AE),
     ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist")
-     + REPLICATES + VARIANTS),
-    ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS),
-    ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",) + REPLICATES + VARIANTS),
+     + REPLICATES + VARIANTS + NOISE_AE),
+    ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS + NOISE_AE),
+    ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",) + REPLICATES + VARIANTS + NOISE_AE),
     ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
-    ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL),
+    ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL
+     + NOISE_AE),
     ("data.download", False, ("prepare_data@*",)),
     # training under DDP, and the evaluate protocol sharded over the processes
     ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + EVAL
-     + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
+     + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL + ("train_ae_noise@*",)),
     ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "knn_eval@*",
                        "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
-                       "robustness_blackbox@*", "autoattack_study") + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS
-     + VARIANT_EVAL),
+                       "robustness_blackbox@*", "autoattack_study", "train_ae_noise@*", "certify@*")
+     + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
-    ("scales.cpu.evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL),
+    ("scales.cpu.evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
    ]
 
 def tracked_keys() -> dict[str, list[str]]:
