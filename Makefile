@@ -9,7 +9,9 @@ export DVC_NO_ANALYTICS := 1
 # dvc.yaml commands call `python`: the venv's, whatever the caller's shell has activated.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro blackbox comparison ablations certify test test-slow bench setup data device-check
+# the other pipelines: every <name>/dvc.yaml, run by `make <name>`
+PIPELINES := $(patsubst %/dvc.yaml,%,$(wildcard */dvc.yaml))
+.PHONY: repro $(PIPELINES) test test-slow bench setup data device-check
 
 setup: $(VENV)/.stamp
 
@@ -47,33 +49,21 @@ data/offline/mnist/.complete:
 repro: setup data
 	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show --md
+	@$(BIN)/python -m stages.render_readme --print   # the headline; every table: reports/, every number: metrics/
 
-# The black-box study (blackbox/dvc.yaml): one AE trained four ways, with gradients and through queries only;
-# reads the study's MNIST data and DNN
-blackbox: setup data
+# The other pipelines, each after the study (it reads the study's data and models):
+#   blackbox    one AE trained four ways, with gradients and through queries only (blackbox/dvc.yaml)
+#   comparison  AAA against Madry at more training seeds and under AutoAttack (comparison/dvc.yaml)
+#   ablations   AE training variants (warm start, MSE weight) beside the study's AE (ablations/dvc.yaml)
+#   certify     certified L2 robustness by randomized smoothing (certify/dvc.yaml)
+REPORT_blackbox := reports/blackbox_mnist.md
+REPORT_comparison := reports/comparison_mnist.md
+REPORT_ablations := reports/ablations_mnist.md
+REPORT_certify := reports/certify.md
+$(PIPELINES): setup data
 	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
-	$(BIN)/dvc repro blackbox/dvc.yaml
-	cat reports/blackbox_mnist.md
-
-# AAA against Madry at more training seeds and under AutoAttack (comparison/dvc.yaml): reads the study's
-# MNIST models and metrics, re-running what of the study it needs
-comparison: setup data
-	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
-	$(BIN)/dvc repro comparison/dvc.yaml
-	cat reports/comparison_mnist.md
-
-# AE training variants (warm start, MSE weight) beside the study's AE (ablations/dvc.yaml)
-ablations: setup data
-	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
-	$(BIN)/dvc repro ablations/dvc.yaml
-	cat reports/ablations_mnist.md
-
-# certified L2 robustness by randomized smoothing of the study's MNIST and Fashion-MNIST pipelines (certify/dvc.yaml)
-certify: setup data
-	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
-	$(BIN)/dvc repro certify/dvc.yaml
-	cat reports/certify.md
+	$(BIN)/dvc repro $@/dvc.yaml
+	cat $(or $(REPORT_$@),reports/$@.md)
 
 test: setup data
 	$(BIN)/python -m pytest -q

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from aaa_core.errors import AAAError, CheckpointError
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __version__ = "0.1.0"
 
-# What every model of a dataset takes and gives: images (C, H, W) in [0, 1], logits over the classes.
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# Every dataset's facts, one line each: the images (C, H, W) in [0, 1] every model of it takes (it gives logits
+# over the classes), and its training images, test images and classes (the bounds of params.yaml's subsets).
+DATASET_FACTS = {"mnist": ((1, 28, 28), 60000, 10000, 10), "fashion_mnist": ((1, 28, 28), 60000, 10000, 10),
+                 "cifar10": ((3, 32, 32), 50000, 10000, 10)}
+INPUT_SHAPES = {name: shape for name, (shape, *_) in DATASET_FACTS.items()}
+DATASET_SIZES = {name: tuple(sizes) for name, (_, *sizes) in DATASET_FACTS.items()}
 NUM_CLASSES = 10
 
 
@@ -30,8 +34,11 @@ def load_defended(dataset: str, ae: str | None = "ae_ce_mse", classifier: str = 
         classifier: "dnn", "fc" (natural) or "dnn_adv" (Madry adversarial training).
         models_dir: where ``dvc repro`` wrote the models (``models/<dataset>/<name>.pt``).
     """
-    from aaa_core.checkpoints import load_model
+    import torch
+
+    from aaa_core.errors import AAAError
     from aaa_core.models import Defended
+    from aaa_core.models.checkpoints import load_model
 
     if dataset not in INPUT_SHAPES:
         raise AAAError(f"unknown dataset {dataset!r}; expected one of {sorted(INPUT_SHAPES)}")
@@ -51,6 +58,10 @@ def load_defended(dataset: str, ae: str | None = "ae_ce_mse", classifier: str = 
 def _expect_output_shape(model: nn.Module, path: Path, x: torch.Tensor, expected: tuple[int, ...]) -> None:
     """Run ``x`` through ``model`` and insist on the output's shape: a model made for other images (or
     another number of classes) fails here, naming its file, instead of somewhere inside an attack."""
+    import torch
+
+    from aaa_core.errors import CheckpointError
+
     try:
         with torch.no_grad():
             got = tuple(model(x).shape)

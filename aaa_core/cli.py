@@ -25,6 +25,7 @@ import yaml
 
 from aaa_core import INPUT_SHAPES
 from aaa_core.attacks import PGDConfig
+from aaa_core.config import AE_LOSSES
 from aaa_core.errors import AAAError
 from aaa_core.stats import percent_with_interval, wilson_interval
 
@@ -47,19 +48,20 @@ def _params(path: Path | None):
 
 def _blackbox_defaults(params_path: Path | None, dataset: str, scale: str):
     """blackbox.yaml (beside params.yaml) for the query-only defaults of a named dataset, or None."""
-    from aaa_core.blackbox import load_blackbox
+    from aaa_core.config import load_blackbox
+    from aaa_core.models import zoo_classifiers
 
     path = (params_path or Path("params.yaml")).with_name("blackbox.yaml")
     if not path.is_file():
         return None
     raw = yaml.safe_load(path.read_text()) or {}
-    return load_blackbox(path, dataset, scale) if dataset in raw else None
+    return load_blackbox(path, dataset, scale, zoo_classifiers(dataset)) if dataset in raw else None
 
 
 def _dataset(name: str, data: Path | None, seed: int, device: torch.device) -> dict:
     """The dataset with its images and labels resident on ``device``."""
-    from aaa_core.custom import load_folder_dataset
-    from aaa_core.runtime import load_prepared
+    from aaa_core.data import load_prepared
+    from aaa_core.data.folders import load_folder_dataset
 
     if name.startswith(FOLDER):
         folder = load_folder_dataset(name[len(FOLDER):], seed=seed)
@@ -138,8 +140,8 @@ def _common(f):
 
 
 def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name):
-    from aaa_core.custom import check_classifier, load_classifier
-    from aaa_core.evaluate import predictions
+    from aaa_core.evaluation.flags import predictions
+    from aaa_core.models.external import check_classifier, load_classifier
     from aaa_core.runtime import seed_everything
 
     params = _params(params_path)
@@ -171,7 +173,7 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 
 @main.command()
 @_common
-@click.option("--loss", type=click.Choice(["ce", "mse", "ce_mse"]), default=None, help="(params: loss)")
+@click.option("--loss", type=click.Choice(AE_LOSSES), default=None, help="(params: loss)")
 @click.option("--mse-weight", type=click.FloatRange(min=0, min_open=True), default=None,
               help="ce_mse only: L = ce + W * mse (params: ae.<dataset>.mse_weight; folder: 10; the paper's is 1, "
                    "where the MSE term is about 1% of the loss: reports/ablations_mnist.md)")
@@ -201,14 +203,19 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         epoch_images, steps, alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size,
         out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
-    from aaa_core.blackbox import QueryOnly, ZeroOrder
-    from aaa_core.checkpoints import write_json
-    from aaa_core.custom import build_ae, save_ae
     from aaa_core.data import split_train_val
-    from aaa_core.evaluate import correct_flags
-    from aaa_core.losses import get_loss
+    from aaa_core.evaluation.flags import correct_flags
+    from aaa_core.io import write_json
     from aaa_core.models import Defended, ae_kwargs
-    from aaa_core.training import TrainConfig, pretrain_ae, train_ae, training_attack
+    from aaa_core.models.generic import build_ae, save_ae
+    from aaa_core.training.loops import (
+        TrainConfig,
+        pretrain_ae,
+        train_ae,
+        training_attack,
+    )
+    from aaa_core.training.losses import get_loss
+    from aaa_core.training.query_only import QueryOnly, ZeroOrder
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
@@ -297,7 +304,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
 @click.option("--subset", type=click.IntRange(0), default=None, help="test images attacked, a seeded random "
               "subset (aaa_core.data.test_order), 0 = all (params: suite; folder: 200)")
 @click.option("--suite/--no-suite", default=True, show_default=True,
-              help="The adaptive-attack suite of the study's robustness stage (aaa_core.suite.evaluate_suite): "
+              help="The adaptive-attack suite of the study's robustness stage (aaa_core.evaluation.suite.evaluate_suite): "
                    "worst case over white-box, query-only and transfer attacks, with its sanity checks.")
 @click.option("--pgd-steps", type=click.IntRange(1), default=None,
               help="suite: steps of PGD with restarts (params: suite; folder: 50)")
@@ -307,13 +314,13 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
 def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, ae_path, subset, suite,
              pgd_steps, apgd_steps, square_queries, metrics_path):
     """Natural accuracy, PGD (the paper's protocol) and the adaptive suite for AE + your classifier."""
-    from aaa_core.checkpoints import write_json
-    from aaa_core.custom import defend
     from aaa_core.data import describe_subset, test_subset
-    from aaa_core.evaluate import predictions, robust_flags
+    from aaa_core.evaluation.flags import predictions, robust_flags
+    from aaa_core.evaluation.suite import SuiteConfig, evaluate_suite, suite_config
+    from aaa_core.io import write_json
+    from aaa_core.models.external import defend
     from aaa_core.runtime import attack_seed
     from aaa_core.stats import encode_flags
-    from aaa_core.suite import SuiteConfig, evaluate_suite, suite_config
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
@@ -394,10 +401,10 @@ def evaluate(classifier_spec, weights, dataset, data, params_path, eps, seed, de
 def certify(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, ae_path, sigmas, n, n0, alpha,
             batch_size, subset, out_dir, metrics_path):
     """Certified L2 robustness of (AE +) your classifier by randomized smoothing (Cohen et al., 2019)."""
-    from aaa_core.certify import RADII, certify_dataset, summarize, write_tsv
-    from aaa_core.checkpoints import write_json
-    from aaa_core.custom import defend
     from aaa_core.data import describe_subset, test_order, test_subset
+    from aaa_core.evaluation.certify import RADII, certify_dataset, summarize, write_tsv
+    from aaa_core.io import write_json
+    from aaa_core.models.external import defend
     from aaa_core.runtime import attack_seed
 
     if eps is not None:

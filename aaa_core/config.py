@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Iterator, Sequence, get_args, get_origin, get_type_hints
 
 import yaml
 
+from aaa_core import DATASET_SIZES as DATASET_SIZES  # (train, test, classes) from aaa_core.DATASET_FACTS
 from aaa_core.errors import AAAError
 
 AE_LOSSES = ("ce", "mse", "ce_mse")
 DEVICE_NAMES = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 SCALES = ("cpu", "paper", "smoke")
-# (training images, test images, classes) of each dataset: the bounds of every subset and split
-DATASET_SIZES = {"mnist": (60000, 10000, 10), "fashion_mnist": (60000, 10000, 10), "cifar10": (50000, 10000, 10)}
 
 
 class ParamsError(AAAError):
@@ -78,7 +78,9 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainSection:
+    """params.yaml's ``train.<dataset>``: what every training stage shares (``training.loops.TrainConfig`` is what
+    one training loop takes, built from this and the stage's own section)."""
     batch_size: Count
     lr: Positive
     lr_patience: Size        # epochs without validation improvement before the learning rate is halved
@@ -134,7 +136,7 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
-class SuiteConfig:
+class SuiteSection:
     """The adaptive-attack suite (stage ``robustness``); its eps and paper protocol come from ``threat``."""
     subset: Size
     pgd_steps: Count          # PGD with restarts, cross-entropy and margin loss
@@ -178,11 +180,13 @@ class CertifyConfig:
 ModelsConfig = dict[str, dict[str, Count]]   # classifier arch -> constructor arguments ({} = the paper's size)
 
 SECTIONS: dict[str, Any] = {
-    "split": SplitConfig, "train": TrainConfig, "classifier": ClassifierConfig, "models": ModelsConfig,
+    "threat": ThreatConfig, "split": SplitConfig, "train": TrainSection, "classifier": ClassifierConfig, "models": ModelsConfig,
     "adversarial": AdversarialConfig, "ae": AEConfig, "evaluate": EvaluateConfig,
-    "sweep": SweepConfig, "suite": SuiteConfig, "knn": KNNConfig, "certify": CertifyConfig,
+    "sweep": SweepConfig, "suite": SuiteSection, "knn": KNNConfig, "certify": CertifyConfig,
 }
-TOP_LEVEL = ("seed", "scale", "loss", "other_losses", "device", "devices", "data", "threat", *SECTIONS, "scales")
+TOP_LEVEL = ("seed", "scale", "loss", "other_losses", "device", "devices", "data", *SECTIONS, "scales")
+# what a scale may change of the threat model: the PGD step counts reported (eps and step are the paper's at every scale)
+THREAT_SCALED = ("eval_steps",)
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,6 @@ class Params:
     device: str              # auto (CUDA when available, else CPU), cpu, cuda or cuda:N (runtime.resolve_device)
     devices: int             # processes per training stage (torchrun + DDP when > 1; one GPU each on CUDA)
     data: DataConfig
-    threat: dict[str, ThreatConfig]
     resolved: dict[str, dict[str, dict[str, Any]]]   # scale -> section -> dataset -> config
 
     def section(self, name: str, dataset: str) -> Any:
@@ -205,10 +208,8 @@ class Params:
             raise ParamsError(f"params: no {name}.{dataset} section") from None
 
     def attack(self, dataset: str) -> ThreatConfig:
-        try:
-            return self.threat[dataset]
-        except KeyError:
-            raise ParamsError(f"params: no threat.{dataset} section") from None
+        """``threat.<dataset>`` at the selected scale: eps and step as the paper's, the reported step counts scaled."""
+        return self.section("threat", dataset)
 
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -383,17 +384,23 @@ def parse_params(raw: Any) -> Params:
         strays = sorted(set(_mapping(overlay or {}, f"scales.{name}")) - set(SECTIONS))
         if strays:
             raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected {', '.join(SECTIONS)}")
+        for dataset, keys in _mapping((overlay or {}).get("threat") or {}, f"scales.{name}.threat").items():
+            fixed = sorted(set(_mapping(keys or {}, f"scales.{name}.threat.{dataset}")) - set(THREAT_SCALED))
+            if fixed:
+                raise ParamsError(f"params: scales.{name}.threat.{dataset}.{fixed[0]}: a scale may change only "
+                                  f"{', '.join(THREAT_SCALED)} of the threat model (eps and step are the same at every scale)")
     devices = _convert(raw["devices"], Count, "devices")
     return Params(seed=seed, scale=scale, loss=loss, other_losses=other_losses, device=device, devices=devices,
                   data=_build(DataConfig, raw["data"], "data"),
-                  threat=_convert(raw["threat"], dict[str, ThreatConfig], "threat"),
                   resolved={name: _resolve(raw, name, overlay or {}) for name, overlay in scales.items()})
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_params_file(path: str | Path) -> Any:
+    """The parsed YAML of a params file (params.yaml, blackbox.yaml, comparison.yaml, ablations.yaml); a missing
+    file or invalid YAML raises ``ParamsError`` naming the file (and the line, where YAML gives one)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params file {path} does not exist") from None
     except yaml.YAMLError as err:
@@ -401,7 +408,105 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         line = f" (line {where.line + 1})" if where else ""
         raise ParamsError(f"params file {path} is not valid YAML{line}: "
                           f"{getattr(err, 'problem', None) or err}") from None
+
+
+@contextmanager
+def _naming(path: str | Path) -> Iterator[None]:
+    """Prefix a ``ParamsError`` raised inside the block with the file it is about."""
     try:
-        return parse_params(raw)
+        yield
     except ParamsError as err:
         raise ParamsError(f"{path}: {str(err).removeprefix('params: ')}") from None
+
+
+def _dataset_section(raw: Any, dataset: str, scale: str | None = None, what: str = "section") -> tuple[dict, dict]:
+    """A side params file's ``<dataset>`` section and its ``scales.<scale>.<dataset>`` overlay (the one
+    convention of every side file), with the overlay's keys named for error messages."""
+    if not isinstance(raw, dict) or not isinstance(raw.get(dataset), dict) or not raw[dataset]:
+        raise ParamsError(f"params: no {dataset} {what}")
+    overlay = ((raw.get("scales") or {}).get(scale) or {}).get(dataset) or {} if scale else {}
+    return dict(raw[dataset]), overlay
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """params.yaml, parsed and validated at every scale (``Params``)."""
+    raw = read_params_file(path)
+    with _naming(path):
+        return parse_params(raw)
+
+# ---- the side params files of the other pipelines, read and checked like params.yaml ----
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """comparison.yaml's ``<dataset>`` (comparison/dvc.yaml)."""
+    seed_offsets: list[int]    # extra training seeds, as offsets from params.yaml's seed (the study's models: 0)
+    autoattack_subset: Size    # test images attacked by AutoAttack, the seeded random subset (0 = all 10,000)
+    # AutoAttack's iterations (APGD-CE, APGD-T, FAB-T) and Square's queries: Croce & Hein's standard version
+    # at 100 and 5,000; anything else is recorded and reported as a reduced AutoAttack, never as the standard one
+    autoattack_steps: Count = 100
+    autoattack_square_queries: Count = 5000
+
+
+def load_comparison(path: str | Path, dataset: str, scale: str) -> ComparisonConfig:
+    """``<dataset>`` of comparison.yaml with ``scales.<scale>.<dataset>`` laid over it."""
+    raw = read_params_file(path)
+    with _naming(path):
+        section, overlay = _dataset_section(raw, dataset, scale)
+        names = {k: f"scales.{scale}.{dataset}.{k}" for k in overlay}
+        cfg = _build(ComparisonConfig, {**section, **overlay}, dataset, names)
+        offsets = cfg.seed_offsets
+        if not all(isinstance(o, int) and not isinstance(o, bool) and o >= 1 for o in offsets) \
+                or len(set(offsets)) != len(offsets):
+            raise ParamsError(f"params: {dataset}.seed_offsets = {offsets!r}: expected distinct integers >= 1 "
+                              "(offset 0 is the study's own models)")
+        return cfg
+
+
+OUTPUTS = ("logits", "probs")
+
+
+@dataclass(frozen=True)
+class BlackboxConfig:
+    """One AE training budget shared by the black-box study's four trainings (blackbox.yaml's ``<dataset>``);
+    the training attack's steps and step are params.yaml's ``adversarial.<dataset>``."""
+    epochs: Count
+    epoch_images: Size         # images drawn per epoch (0 = all)
+    eps_ramp: Size             # iterations over which the training eps grows linearly from 0
+    warm_epochs: Size          # epochs of clean reconstruction before adversarial training (0 = none)
+    directions: Count          # q: random directions per zeroth-order gradient (q queries per image)
+    smoothing: Step            # mu: the L2 length of each probe's perturbation
+    output: str                # what the black box returns: logits or probs
+    surrogate: str             # the surrogate's architecture (of the dataset's zoo)
+
+
+def load_blackbox(path: str | Path, dataset: str, scale: str,
+                  classifiers: Sequence[str] | None = None) -> BlackboxConfig:
+    """``<dataset>`` of blackbox.yaml with ``scales.<scale>.<dataset>`` laid over it; ``classifiers``, where
+    given, are the architectures the surrogate may name (the dataset's zoo: ``models.zoo_classifiers``)."""
+    raw = read_params_file(path)
+    with _naming(path):
+        section, overlay = _dataset_section(raw, dataset, scale)
+        names = {k: f"scales.{scale}.{dataset}.{k}" for k in overlay}
+        cfg = _build(BlackboxConfig, {**section, **overlay}, dataset, names)
+        if cfg.output not in OUTPUTS:
+            raise ParamsError(f"params: {dataset}.output = {cfg.output!r}: expected one of {', '.join(OUTPUTS)}")
+        if classifiers is not None and cfg.surrogate not in classifiers:
+            raise ParamsError(f"params: {dataset}.surrogate = {cfg.surrogate!r}: expected a classifier of the "
+                              f"{dataset} zoo")
+        return cfg
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One variant of ablations.yaml's ``<dataset>``: values of the AE's two training knobs."""
+    warm_epochs: Size      # epochs of clean reconstruction before adversarial training (0 = none)
+    mse_weight: Positive   # L = ce + mse_weight * mse (1 = the paper's L_ce+mse)
+
+
+def load_variants(path: str | Path, dataset: str) -> dict[str, VariantConfig]:
+    """Every variant of ``<dataset>`` in ablations.yaml (no scales: a variant is a value of params.yaml's keys)."""
+    raw = read_params_file(path)
+    with _naming(path):
+        section, _ = _dataset_section(raw, dataset, what="section of variants")
+        return {name: _build(VariantConfig, spec, f"{dataset}.{name}") for name, spec in section.items()}

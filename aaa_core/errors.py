@@ -17,3 +17,7 @@ class CheckpointError(AAAError):
 
 class DataFileError(AAAError):
     """A prepared data file (``data/<dataset>/<dataset>.pt``) that is missing, damaged or incomplete."""
+
+
+class UserInputError(AAAError):
+    """A classifier spec, weights file or image folder that cannot be used as given."""

@@ -1,7 +1,6 @@
 """What every stage does around its one library call: seeding, prepared data, resumable state."""
 from __future__ import annotations
 
-import hashlib
 import platform
 import random
 import zlib
@@ -11,10 +10,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from aaa_core.checkpoints import load_torch, save_torch
-from aaa_core.data import to_float
 from aaa_core.config import DEVICE_NAMES
-from aaa_core.errors import AAAError, CheckpointError, DataFileError
+from aaa_core.errors import AAAError, CheckpointError
+from aaa_core.io import file_sha256, load_torch, save_torch
 
 
 class DeviceError(AAAError):
@@ -103,24 +101,6 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """The output of ``prepare_data``: float images in [0, 1], int64 labels, and where they came from, with the
-    images and labels resident on ``device`` (every dataset of the study fits in a GPU's memory)."""
-    raw = load_torch(path, what="prepared dataset", error=DataFileError)
-    expected = {"x_train", "y_train", "x_test", "y_test", "dataset", "label", "source"}
-    if not isinstance(raw, dict) or not expected <= set(raw):
-        raise DataFileError(f"{path}: not a prepared dataset (expected keys {sorted(expected)}); "
-                            "re-run the prepare_data stage")
-    return {**raw, "x_train": to_float(raw["x_train"]).to(device), "x_test": to_float(raw["x_test"]).to(device),
-            "y_train": raw["y_train"].to(device), "y_test": raw["y_test"].to(device)}
-
-
-def file_sha256(path: str | Path) -> str:
-    """The file's content hash: what decides whether a resume state still fits its inputs (a path or an mtime
-    would not see a classifier replaced in place)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 class Resume:
     """Resumable training state for one output, kept outside DVC's outputs (DVC deletes those on re-run).
 
@@ -137,7 +117,7 @@ class Resume:
         if not self.path.is_file():
             return None
         try:
-            saved = load_torch(self.path, what="resume state")
+            saved = load_torch(self.path, what="resume state", error=CheckpointError)
         except CheckpointError as err:  # written atomically, so only damage on disk gets here: start over
             log(f"ignoring the resume state: {err}")
             return None

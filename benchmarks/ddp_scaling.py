@@ -1,7 +1,7 @@
 """DDP scaling: training images per second with 1 and N processes (torchrun + DistributedDataParallel).
 
 The same Madry training (MNIST DNN, PGD-``--steps`` training attack, global batch ``--batch``) on synthetic
-images, run by ``aaa_core.training.fit`` under torchrun with 1 and with N processes (gloo on the CPU, where
+images, run by ``aaa_core.training.loops.fit`` under torchrun with 1 and with N processes (gloo on the CPU, where
 the cores are shared among the processes: each gets cores / N threads; NCCL with one GPU each on CUDA).
 Prints images per second of each and the ratio N / 1, from runs in this one invocation.
 Run: ``.venv/bin/python benchmarks/ddp_scaling.py --nproc 2``.
@@ -25,7 +25,7 @@ def worker(args) -> None:
     from aaa_core.attacks import PGDConfig
     from aaa_core.models import build
     from aaa_core.runtime import resolve_device
-    from aaa_core.training import TrainConfig, train_classifier, training_attack
+    from aaa_core.training.loops import TrainConfig, train_classifier, training_attack
 
     device = distributed.init(resolve_device(args.device))
     g = torch.Generator().manual_seed(0)

@@ -433,10 +433,10 @@ def part_paper_epoch(opts) -> dict:
     import dataclasses
     from aaa_core.attacks import PGDConfig
     from aaa_core.data import fetch, split_train_val, to_float
-    from aaa_core.losses import get_loss
+    from aaa_core.training.losses import get_loss
     from aaa_core.models import ae_kwargs, build
     from aaa_core.runtime import device_name, seed_everything
-    from aaa_core.training import TrainConfig, train_ae, training_attack
+    from aaa_core.training.loops import TrainConfig, train_ae, training_attack
 
     params = study_params("paper")
     split, train, adv, ae_cfg = (params.section(s, "mnist") for s in ("split", "train", "adversarial", "ae"))

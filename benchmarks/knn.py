@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from aaa_core.knn import knn_indices
+from aaa_core.evaluation.knn import knn_indices
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ dataset, for every pipeline (dvc.yaml, blackbox/, comparison/, ablations/), and 
 
     python benchmarks/stage_times.py            # the table
     python benchmarks/stage_times.py --stages   # every stage
-    python benchmarks/stage_times.py --changed aaa_core/knn.py   # what editing a file costs to re-run
+    python benchmarks/stage_times.py --changed aaa_core/evaluation/knn.py   # what editing a file costs to re-run
     python benchmarks/stage_times.py --budget   # exit 1 when the committed times exceed the budgets
 
 With --changed (files, repeatable): the stages that depend on them and everything downstream (what

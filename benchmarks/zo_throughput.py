@@ -14,7 +14,7 @@ import torch
 from pgd_throughput import rate   # the same best-of-repeats timing (this script's folder is on sys.path)
 
 from aaa_core.attacks import pgd
-from aaa_core.blackbox import QueryOnly, ZeroOrder
+from aaa_core.training.query_only import QueryOnly, ZeroOrder
 from aaa_core.models import Defended, build
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -30,3 +31,18 @@ def run(command: click.Command) -> None:
             raise
         click.echo(f"error: {' '.join(str(err).split())}", err=True)  # a quoted YAML error spans lines
         sys.exit(1)
+
+
+def input_file(*decls: str, **kwargs) -> click.Option:
+    """A click option naming a file that must exist (a ``Path``); ``kwargs`` as ``click.option``'s."""
+    return click.option(*decls, type=click.Path(exists=True, dir_okay=False, path_type=Path), **kwargs)
+
+
+def output_file(*decls: str, **kwargs) -> click.Option:
+    """A required click option naming a file the stage writes (a ``Path``)."""
+    return click.option(*decls, type=click.Path(dir_okay=False, path_type=Path), required=True, **kwargs)
+
+
+def params_file(flag: str = "--params", dest: str = "params_path", default: str = "params.yaml") -> click.Option:
+    """The params file a stage reads (params.yaml, or a pipeline's own: blackbox.yaml, comparison.yaml, ...)."""
+    return input_file(flag, dest, default=default, show_default=True)

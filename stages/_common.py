@@ -8,8 +8,8 @@ from typing import Sequence
 import click
 import torch
 
-from aaa_core.checkpoints import write_json
-from aaa_core.evaluate import Check, SanityError, enforce
+from aaa_core.io import write_json
+from aaa_core.evaluation.checks import Check, SanityError, enforce
 
 def mean(flags: torch.Tensor) -> float:
     """Accuracy from per-example "still correct" flags."""

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import click
 
-from aaa_core.comparison import autoattack_standard, load_comparison
+from aaa_core.evaluation.autoattack import STANDARD_SQUARE_QUERIES, STANDARD_STEPS, autoattack_standard
+from aaa_core.config import load_comparison
 from aaa_core.config import load_params
 from aaa_core.data import describe_subset, test_subset
-from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
+from aaa_core.runtime import describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
 from stages._common import write_metrics
-from stages._cli import run
+from stages._cli import input_file, output_file, params_file, run
 from stages.robustness import load_pipeline
 
 
@@ -25,12 +27,10 @@ from stages.robustness import load_pipeline
 @click.option("--name", required=True, help="The pipeline's name in the report, e.g. ae_ce_mse-dnn.")
 @click.option("--pipeline", "pipeline_spec", required=True,
               help="CLASSIFIER.pt, or AE.pt+CLASSIFIER.pt for a defended pipeline.")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
-@click.option("--comparison", "comparison_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="comparison.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@output_file("--metrics", "metrics_path")
+@params_file()
+@params_file("--comparison", "comparison_path", "comparison.yaml")
 def main(dataset: str, name: str, pipeline_spec: str, data_path: Path, metrics_path: Path, params_path: Path,
          comparison_path: Path) -> None:
     start = time.perf_counter()
@@ -42,8 +42,12 @@ def main(dataset: str, name: str, pipeline_spec: str, data_path: Path, metrics_p
     data = load_prepared(data_path, device)
     model, clf_info, ae_info = load_pipeline(pipeline_spec, device)
     x, y = test_subset(data["x_test"], data["y_test"], cfg.autoattack_subset, params.seed)
-    click.echo(f"{name}: AutoAttack standard on {len(x)} test images, eps {threat.eps}")
-    report = autoattack_standard(model, x, y, threat.eps, seed=params.seed, log=click.echo)
+    steps, queries = cfg.autoattack_steps, cfg.autoattack_square_queries
+    version = "standard" if (steps, queries) == (STANDARD_STEPS, STANDARD_SQUARE_QUERIES) else "reduced"
+    click.echo(f"{name}: AutoAttack {version} ({steps} iterations, Square {queries} queries) on {len(x)} test "
+               f"images, eps {threat.eps}")
+    report = autoattack_standard(model, x, y, threat.eps, seed=params.seed, steps=steps, square_queries=queries,
+                                 log=click.echo)
     click.echo(f"  AutoAttack {100 * report.accuracy:.2f}%  (natural {100 * report.natural.float().mean():.2f}%)")
     metrics = {"dataset": dataset, "label": data["label"], "data_source": data["source"], "name": name,
                "pipeline": {"spec": pipeline_spec, "classifier_arch": clf_info["arch"],
@@ -51,7 +55,7 @@ def main(dataset: str, name: str, pipeline_spec: str, data_path: Path, metrics_p
                             "classifier_mode": clf_info["meta"]["mode"],
                             "ae_loss": ae_info["meta"]["loss"] if ae_info else None,
                             "training_seed": (ae_info or clf_info)["meta"].get("description", {}).get("train", {}).get("seed")},
-               "attack": {"name": "AutoAttack", "version": "standard", "norm": "linf", "eps": threat.eps,
+               "attack": {"name": "AutoAttack", "version": version, "norm": "linf", "eps": threat.eps,
                           "seed": params.seed, "precision": "float32",
                           "subset": describe_subset(len(data["x_test"]), cfg.autoattack_subset, params.seed)},
                **report.as_dict(), "runtime": describe_runtime(device)}

@@ -1,4 +1,4 @@
-"""certify: certified L2 robustness by randomized smoothing (``aaa_core.certify``) of several pipelines of one
+"""certify: certified L2 robustness by randomized smoothing (``aaa_core.evaluation.certify``) of several pipelines of one
 dataset, each at every sigma, on the same seeded test subset and the same noise.
 
 Writes ``<out-dir>/<name>-sigma<sigma>.tsv`` per pipeline and sigma (Cohen's format) and one metrics file.
@@ -16,13 +16,14 @@ from pathlib import Path
 
 import click
 
-from aaa_core.certify import RADII, certify_dataset, summarize, write_tsv
+from aaa_core.evaluation.certify import RADII, certify_dataset, summarize, write_tsv
 from aaa_core.config import load_params
 from aaa_core.data import describe_subset, test_order, test_subset
 from aaa_core.errors import AAAError
-from aaa_core.runtime import attack_seed, describe_runtime, load_prepared, resolve_device, seed_everything
+from aaa_core.runtime import attack_seed, describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
 from stages._common import write_metrics
-from stages._cli import run
+from stages._cli import input_file, output_file, params_file, run
 from stages.robustness import load_pipeline
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -62,12 +63,11 @@ def publish(staging: Path, out_dir: Path) -> None:
               help="NAME=CLASSIFIER.pt, or NAME=AE.pt+CLASSIFIER.pt for a defended pipeline; repeatable.")
 @click.option("--sigma", "sigma_options", type=float, multiple=True,
               help="Noise standard deviation, pixel units; repeatable (default: params certify.<dataset>.sigmas).")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@input_file("--data", "data_path", required=True)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where <name>-sigma<sigma>.tsv goes, per pipeline and sigma.")
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@output_file("--metrics", "metrics_path")
+@params_file()
 def main(dataset: str, pipeline_items: tuple[str, ...], sigma_options: tuple[float, ...], data_path: Path,
          out_dir: Path, metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()
@@ -124,7 +124,7 @@ def main(dataset: str, pipeline_items: tuple[str, ...], sigma_options: tuple[flo
                             "sigmas": sigmas, "radii": list(RADII)},
                "examples": len(x), "subset": describe_subset(n_test, budget.subset, params.seed),
                "seed": params.seed, "noise_seed": noise_seed,
-               "noise_seeds": "numpy SeedSequence([noise_seed, test index]) per example (aaa_core.certify)",
+               "noise_seeds": "numpy SeedSequence([noise_seed, test index]) per example (aaa_core.evaluation.certify)",
                "pipelines": results, "runtime": describe_runtime(device), "seconds": None}
     write_metrics(metrics, metrics_path, start)
 

@@ -1,5 +1,5 @@
 """evaluate: natural and PGD robust accuracy of pipelines (a classifier alone, or AE + classifier), by
-``aaa_core.protocols.evaluate_pipeline``, with the sanity checks that fail the stage (writing nothing) instead
+``aaa_core.evaluation.protocols.evaluate_pipeline``, with the sanity checks that fail the stage (writing nothing) instead
 of reporting an untrustworthy number; and, for an AE pipeline, a few images for the reconstruction figure.
 
 One pipeline (``--classifier [--ae] --metrics``), or every pipeline of a dataset in one process
@@ -21,16 +21,18 @@ import torch
 
 from aaa_core import distributed
 from aaa_core.attacks import pgd
-from aaa_core.checkpoints import load_model, save_torch, write_json
+from aaa_core.models.checkpoints import load_model
+from aaa_core.io import save_torch, write_json
 from aaa_core.config import load_params
 from aaa_core.data import describe_subset, test_order
 from aaa_core.models import Defended
-from aaa_core.protocols import evaluate_pipeline
+from aaa_core.evaluation.protocols import evaluate_pipeline
 from aaa_core.stats import encode_flags
-from aaa_core.suite import run_suite, suite_config
-from aaa_core.runtime import describe_runtime, generator as make_generator, load_prepared, resolve_device, seed_everything
+from aaa_core.evaluation.suite import run_suite, suite_config
+from aaa_core.runtime import describe_runtime, generator as make_generator, resolve_device, seed_everything
+from aaa_core.data import load_prepared
 from stages._common import enforce_checks
-from stages._cli import run
+from stages._cli import input_file, params_file, run
 
 N_FIGURE = 8
 
@@ -69,9 +71,9 @@ def names(value: str) -> list[str]:
 
 @click.command()
 @click.option("--dataset", required=True)
-@click.option("--classifier", "classifier_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@input_file("--classifier", "classifier_path",
               default=None, help="One pipeline: the classifier (with --metrics).")
-@click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@input_file("--ae", "ae_path", default=None,
               help="One pipeline: the AAA autoencoder put in front of the classifier; omit for the classifier alone.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--examples", "examples_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -85,9 +87,8 @@ def names(value: str) -> list[str]:
 @click.option("--targets", default="", help="Classifiers every AE is put in front of, e.g. 'dnn fc'.")
 @click.option("--ensemble/--no-ensemble", default=False, help="Also the ensemble AE (ae_ensemble.pt).")
 @click.option("--ensemble-alone", default="", help="Classifiers evaluated alone for Table 8 (ensemble/).")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@params_file()
 def main(dataset: str, classifier_path: Path | None, ae_path: Path | None, metrics_path: Path | None,
          examples_path: Path | None, models_dir: Path | None, metrics_dir: Path | None, examples_dir: Path | None,
          alone: str, targets: str, ensemble: bool, ensemble_alone: str, data_path: Path, params_path: Path) -> None:

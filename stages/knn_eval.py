@@ -1,4 +1,4 @@
-"""knn_eval: AAA with kNN latent reconstruction (paper Tables 9 and 10), by ``aaa_core.knn.knn_protocol``.
+"""knn_eval: AAA with kNN latent reconstruction (paper Tables 9 and 10), by ``aaa_core.evaluation.knn.knn_protocol``.
 
 On AE + kNN: non-adaptive PGD (the paper's), BPDA PGD, APGD-CE through the straight-through gradient with
 ``knn.<dataset>.apgd_restarts`` restarts (default 2; ``knn.<dataset>.apgd_steps``, default the largest PGD step
@@ -14,15 +14,16 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import load_model
+from aaa_core.models.checkpoints import load_model
 from aaa_core.config import load_params
 from aaa_core.data import describe_subset, split_train_val, test_subset
 from aaa_core.runtime import attack_seed
 from aaa_core.stats import encode_flags
-from aaa_core.knn import KNNReport, LatentBank, encode_all, knn_protocol, library_name
-from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
+from aaa_core.evaluation.knn import KNNReport, LatentBank, encode_all, knn_protocol, library_name
+from aaa_core.runtime import describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
 from stages._common import enforce_checks, mean, write_metrics
-from stages._cli import run
+from stages._cli import input_file, output_file, params_file, run
 
 
 def report_metrics(report: KNNReport) -> dict:
@@ -48,13 +49,12 @@ def report_metrics(report: KNNReport) -> dict:
 
 @click.command()
 @click.option("--dataset", required=True)
-@click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--classifier", "classifier_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@input_file("--ae", "ae_path", required=True)
+@input_file("--classifier", "classifier_path",
               required=True)
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@output_file("--metrics", "metrics_path")
+@params_file()
 def main(dataset: str, ae_path: Path, classifier_path: Path, data_path: Path, metrics_path: Path,
          params_path: Path) -> None:
     start = time.perf_counter()

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import save_torch, write_json
+from aaa_core.io import save_torch, write_json
 from aaa_core.config import load_params
 from aaa_core.data import DataError, fetch
-from stages._cli import run
+from stages._cli import output_file, run
 
 
 @click.command()
 @click.option("--dataset", required=True, help="Dataset name, e.g. mnist.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_file("--out")
+@output_file("--metrics", "metrics_path")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
               default="params.yaml", show_default=True)
 def main(dataset: str, out: Path, metrics_path: Path, params_path: Path) -> None:

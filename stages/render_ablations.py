@@ -4,7 +4,7 @@ Reads the study's ae_ce_mse metrics (the reference: params.yaml's ae.<dataset> w
 training and evaluation metrics; writes reports/ablations_<ds>.md and a small summary metrics file.
 
 Each variant is judged against the study's AE per classifier and measure by the exact paired test on the same
-examples (``aaa_core.verdicts.judge``: the evaluate records' ``natural_flags`` and ``robust_flags``). A
+examples (``aaa_core.reporting.verdicts.judge``: the evaluate records' ``natural_flags`` and ``robust_flags``). A
 variant that has collapsed on a classifier (natural accuracy below half of that classifier's alone, read
 from the study's ``evaluate/<classifier>.json`` where present) is marked and left out of that classifier's
 verdicts.
@@ -17,13 +17,13 @@ from pathlib import Path
 import click
 import yaml
 
-from aaa_core.ablation import VariantConfig, load_variants
-from aaa_core.checkpoints import atomic_path, write_json
+from aaa_core.config import VariantConfig, load_variants
+from aaa_core.io import atomic_path, write_json
 from aaa_core.config import load_params
 from aaa_core.errors import AAAError
 from aaa_core.stats import percent_with_interval
-from aaa_core.verdicts import Scored, Verdict, collapse_reason, example_set, judge
-from stages._cli import run
+from aaa_core.reporting.verdicts import Scored, Verdict, collapse_reason, example_set, judge
+from stages._cli import output_file, params_file, run
 
 STUDY = "study"
 CLASSIFIERS = ("dnn", "fc")
@@ -69,14 +69,11 @@ def read_optional(path: Path) -> dict | None:
 @click.option("--dataset", required=True)
 @click.option("--study-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--dir", "variants_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
-@click.option("--ablations", "ablations_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="ablations.yaml", show_default=True)
-@click.option("--paper", "paper_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="paper/reported_results.yaml", show_default=True)
+@output_file("--out")
+@output_file("--summary", "summary_path")
+@params_file()
+@params_file("--ablations", "ablations_path", "ablations.yaml")
+@params_file("--paper", "paper_path", "paper/reported_results.yaml")
 def main(dataset: str, study_dir: Path, variants_dir: Path, out: Path, summary_path: Path, params_path: Path,
          ablations_path: Path, paper_path: Path) -> None:
     params = load_params(params_path)

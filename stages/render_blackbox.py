@@ -2,7 +2,7 @@
 surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite.
 
 Each blind-trained AE is judged against the white-box one under the suite's worst case by the exact paired test
-on the same examples (``aaa_core.verdicts.judge`` on the records' ``worst_case_flags``). An AE whose natural
+on the same examples (``aaa_core.reporting.verdicts.judge`` on the records' ``worst_case_flags``). An AE whose natural
 accuracy (full test set) is below half of the classifier's alone (``natural_accuracy_full_test`` of the
 classifier's evaluate record, ``metrics/<dataset>/evaluate/<classifier>.json`` unless ``--classifier-metrics``
 names it) is marked collapsed and left out of the verdicts.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import atomic_path
+from aaa_core.io import atomic_path
 from aaa_core.errors import AAAError
 from aaa_core.stats import percent_with_interval
-from aaa_core.verdicts import Scored, collapse_reason, collapsed_mark, example_count, example_set, judge, percent
-from stages._cli import run
+from aaa_core.reporting.verdicts import (Scored, collapse_reason, collapsed_mark, example_count, example_set, judge, percent)
+from stages._cli import output_file, run
 
 ACCESS = {"gradient": "white-box (reference)", "query": "query-only: zeroth-order PGD and AE update",
           "transfer": "query-only: PGD on a surrogate (transferred), zeroth-order AE update",
@@ -92,7 +92,7 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]], collapsed: dict[str,
 @click.option("--dataset", required=True)
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="metrics/blackbox/<dataset>: train_<access>.json and robustness/<access>.json")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_file("--out")
 @click.option("--classifier-metrics", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The classifier's evaluate metrics (its natural accuracy alone, for the collapse rule); default "
                    "metrics/<dataset>/evaluate/<classifier>.json beside metrics/blackbox.")

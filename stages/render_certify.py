@@ -13,13 +13,14 @@ from pathlib import Path
 import click
 from scipy.stats import norm
 
-from aaa_core.certify import certified_flags, read_tsv
-from aaa_core.checkpoints import atomic_path
+from aaa_core.evaluation.certify import certified_flags, read_tsv
+from aaa_core.io import atomic_path
 from aaa_core.config import load_params
-from aaa_core.report import plt
+from aaa_core.reporting.tables import pyplot
 from aaa_core.stats import percent_with_interval
-from aaa_core.verdicts import mcnemar, words
-from stages._cli import run
+from aaa_core.stats import mcnemar
+from aaa_core.reporting.verdicts import words
+from stages._cli import output_file, params_file, run
 
 LABELS = {"dnn": "natural classifier", "dnn_adv": "Madry", "ae_noise-dnn": "Gaussian-noise AE (denoised smoothing)"}
 VERDICT_RADII = (0.25, 0.5)
@@ -94,6 +95,7 @@ def section(metrics_root: Path, tsv_root: Path, dataset: str, m: dict, loss: str
 def curve_figure(tsv_root: Path, dataset: str, m: dict, loss: str, path: Path) -> None:
     """Certified accuracy against radius, a panel per sigma, a line per pipeline."""
     sigmas = list(next(iter(m["pipelines"].values()))["sigmas"])
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(sigmas), figsize=(4.5 * len(sigmas), 3.4), squeeze=False)
     for ax, key in zip(axes[0], sigmas):
         for name in m["pipelines"]:
@@ -115,10 +117,9 @@ def curve_figure(tsv_root: Path, dataset: str, m: dict, loss: str, path: Path) -
               help="metrics/: certify/<dataset>/certify.json, and the study's <dataset>/evaluate and robustness.")
 @click.option("--tsv-root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="reports/certify: <dataset>/<pipeline>-sigma<sigma>.tsv")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_file("--out")
 @click.option("--figures-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@params_file()
 def main(metrics_root: Path, tsv_root: Path, out: Path, figures_dir: Path, params_path: Path) -> None:
     params = load_params(params_path)
     found = sorted(p for p in (metrics_root / "certify").glob("*/certify.json"))

@@ -4,7 +4,7 @@ Reads the study's own metrics for seed offset 0 (metrics/<ds>/evaluate and robus
 comparison pipeline's for the other seeds and for AutoAttack; writes reports/comparison_<ds>.md and a
 small summary metrics file (mean, sd over seeds, verdict per measure).
 
-The verdict per measure is the stratified exact paired test (``aaa_core.verdicts.judge_pooled``): at each seed
+The verdict per measure is the stratified exact paired test (``aaa_core.reporting.verdicts.judge_pooled``): at each seed
 AAA and Madry are paired on the same examples by their per-example flags (natural: the evaluate record's
 ``natural_flags``; PGD: its ``robust_flags``; suite worst case: ``worst_case_flags``; AutoAttack: its
 ``robust_flags``), and the discordant counts are pooled over the seeds. A seed whose AAA has collapsed (natural
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import atomic_path, write_json
-from aaa_core.comparison import MEASURES, Side, load_comparison, mean_sd, pct_interval, seed_measurements, summary
+from aaa_core.io import atomic_path, write_json
+from aaa_core.reporting.seeds import MEASURES, Side, mean_sd, pct_interval, seed_measurements, summary
+from aaa_core.config import load_comparison
 from aaa_core.config import load_params
 from aaa_core.errors import AAAError
-from aaa_core.verdicts import (Scored, Verdict, collapse_reason, example_count, example_set, judge, judge_pooled,
-                               percent)
-from stages._cli import run
+from aaa_core.reporting.verdicts import (Scored, Verdict, collapse_reason, example_count, example_set, judge, judge_pooled, percent)
+from stages._cli import output_file, params_file, run
 
 # Croce & Hein (ICML 2020), Table 2: Madry et al.'s released MNIST model, eps 0.3
 PUBLISHED = ("Madry et al.'s released MNIST model (PGD-40 adversarial training, 100,000 iterations of batch 50) "
@@ -79,12 +79,10 @@ def read(path: Path) -> dict | None:
 @click.option("--study-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The study's metrics of the dataset (seed offset 0).")
 @click.option("--dir", "comparison_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
-@click.option("--comparison", "comparison_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="comparison.yaml", show_default=True)
+@output_file("--out")
+@output_file("--summary", "summary_path")
+@params_file()
+@params_file("--comparison", "comparison_path", "comparison.yaml")
 def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: Path, out: Path, summary_path: Path,
          params_path: Path, comparison_path: Path) -> None:
     params = load_params(params_path)
@@ -133,9 +131,11 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
              + " re-train the AE and the Madry model at the same budget with another seed (initialisation, "
                "batches, training attack, validation split); the natural classifier is the study's. Every seed "
                "is scored on the same first test images by the same attacks: the study's PGD protocol "
-               "(`evaluate`), the adaptive suite's worst case (`suite`) and AutoAttack's standard version "
-               "(APGD-CE, APGD-T and FAB-T on 9 target classes at 100 iterations, Square with 5,000 queries; "
-               "torchattacks, the cascade of Croce & Hein).",
+               "(`evaluate`), the adaptive suite's worst case (`suite`) and AutoAttack"
+             + (" (standard version: " if (cfg.autoattack_steps, cfg.autoattack_square_queries) == (100, 5000)
+                else " (REDUCED, not the standard version's 100 iterations and 5,000 queries: ")
+             + f"APGD-CE, APGD-T and FAB-T on 9 target classes at {cfg.autoattack_steps} iterations, Square with "
+               f"{cfg.autoattack_square_queries:,} queries; torchattacks, the cascade of Croce & Hein).",
              "",
              "Each accuracy: percent and its 95% Wilson interval over the examples; `mean +- sd` over seeds. "
              + ("The suite and AutoAttack ran on the same images, each taking its own worst case, so the "

@@ -6,7 +6,7 @@ is the user's page; tests/test_readme.py fails when its block differs from what 
 
 Per dataset: the headline AAA pipeline (params.yaml's ``loss`` AE on the source classifier) against Madry, under
 the paper's PGD protocol (its longest step count) and the adaptive suite's per-example worst case, each with its
-95% Wilson interval, and the exact paired verdict (``aaa_core.verdicts``) on the same examples.
+95% Wilson interval, and the exact paired verdict (``aaa_core.reporting.verdicts``) on the same examples.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import click
 from aaa_core.config import load_params
 from aaa_core.errors import AAAError
 from aaa_core.stats import percent_with_interval
-from aaa_core.verdicts import (Scored, classifier_naturals, collapse_of, example_count, example_set, judge)
-from stages._cli import run
+from aaa_core.reporting.verdicts import Scored, classifier_naturals, collapse_of, example_count, example_set, judge
+from stages._cli import input_file, params_file, run
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 SOURCES = {"mnist": "dnn", "fashion_mnist": "dnn", "cifar10": "resnet"}
@@ -76,15 +76,19 @@ def replace_block(text: str, lines: list[str], where: str) -> str:
 
 
 @click.command()
-@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path), default="README.md",
+@input_file("--readme", default="README.md",
               show_default=True)
 @click.option("--metrics-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default="metrics",
               show_default=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@params_file()
 @click.option("--check", is_flag=True, help="Exit 1, changing nothing, if the block is out of date.")
-def main(readme: Path, metrics_root: Path, params_path: Path, check: bool) -> None:
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the headline as rendered from the metrics, changing nothing (what `make repro` ends with).")
+def main(readme: Path, metrics_root: Path, params_path: Path, check: bool, print_only: bool) -> None:
     params = load_params(params_path)
+    if print_only:
+        click.echo("\n".join(headline_lines(metrics_root, params.loss, params.scale)))
+        return
     text = readme.read_text()
     new = replace_block(text, headline_lines(metrics_root, params.loss, params.scale), str(readme))
     if check:

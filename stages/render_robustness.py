@@ -5,20 +5,19 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import atomic_path
+from aaa_core.io import atomic_path
 from aaa_core.config import load_params
-from aaa_core.report import load_metrics, robustness_section, robustness_figure
-from aaa_core.verdicts import classifier_naturals
-from stages._cli import run
+from aaa_core.reporting.tables import load_metrics, robustness_section, robustness_figure
+from aaa_core.reporting.verdicts import classifier_naturals
+from stages._cli import output_file, params_file, run
 
 
 @click.command()
 @click.option("--metrics-root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="metrics/: reads <dataset>/robustness/*.json for every dataset that has them.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_file("--out")
 @click.option("--figures-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@params_file()
 def main(metrics_root: Path, out: Path, figures_dir: Path, params_path: Path) -> None:
     params = load_params(params_path)
     folders = sorted(p for p in metrics_root.glob("*/robustness") if p.is_dir())

@@ -7,14 +7,12 @@ from pathlib import Path
 import click
 import yaml
 
-from aaa_core.checkpoints import atomic_path
+from aaa_core.io import atomic_path
 from aaa_core.config import AE_LOSSES, load_params
-from aaa_core.report import (PAIRED_NOTE, budget_caption, caption, ensemble_table, knn_table, knn_versus_plain,
-                             load_examples, load_metrics, pipeline_model_name, reconstruction_figure,
-                             suite_by_pipeline, sweep_figure, table, training_cost, versus_madry, worst_caption)
+from aaa_core.reporting.tables import (PAIRED_NOTE, budget_caption, caption, ensemble_table, knn_table, knn_versus_plain, load_examples, load_metrics, pipeline_model_name, reconstruction_figure, suite_by_pipeline, sweep_figure, table, training_cost, versus_madry, worst_caption)
 from aaa_core.stats import percent_with_interval
-from aaa_core.verdicts import classifier_naturals
-from stages._cli import run
+from aaa_core.reporting.verdicts import classifier_naturals
+from stages._cli import output_file, params_file, run
 
 # dataset -> (paper section, [(title, classifier arch, paper table key)]) for Tables 1/2, 4/5 and 6/7; "{model}" in
 # a title is the classifier's name with its constructor arguments where it is smaller than the paper's; a key
@@ -60,12 +58,10 @@ def paper_entry(paper: dict, key: str) -> dict:
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="metrics/<dataset>: evaluate/*.json, sweep_eps.json")
 @click.option("--examples-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--paper", "paper_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="paper/reported_results.yaml", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Markdown report.")
+@params_file("--paper", "paper_path", "paper/reported_results.yaml")
+@output_file("--out", help="Markdown report.")
 @click.option("--figures-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@params_file()
 def main(dataset: str, metrics_dir: Path, examples_dir: Path, paper_path: Path, out: Path, figures_dir: Path,
          params_path: Path) -> None:
     params = load_params(params_path)

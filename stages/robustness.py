@@ -13,14 +13,16 @@ from pathlib import Path
 import click
 import torch
 
-from aaa_core.checkpoints import load_model, write_json
+from aaa_core.models.checkpoints import load_model
+from aaa_core.io import write_json
 from aaa_core.config import load_params
 from aaa_core.data import describe_subset, test_subset
 from aaa_core.models import Defended
-from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
-from aaa_core.suite import evaluate_suite, split_checks, suite_config
+from aaa_core.runtime import describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
+from aaa_core.evaluation.suite import evaluate_suite, split_checks, suite_config
 from stages._common import enforce_checks
-from stages._cli import run
+from stages._cli import input_file, params_file, run
 
 
 def load_pipeline(spec: str, device: torch.device):
@@ -57,9 +59,8 @@ def named_specs(items: tuple[str, ...], option: str) -> dict[str, str]:
               help="With --run: writes <NAME>.json under it.")
 @click.option("--transfer", "transfers", multiple=True,
               help="NAME=SPEC: a model (same syntax as --pipeline) on which a transfer attack is crafted.")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@params_file()
 def main(dataset: str, name: str | None, pipeline_spec: str | None, metrics_path: Path | None,
          runs: tuple[str, ...], metrics_dir: Path | None, transfers: tuple[str, ...], data_path: Path,
          params_path: Path) -> None:

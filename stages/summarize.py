@@ -14,15 +14,15 @@ from pathlib import Path
 
 import click
 
-from aaa_core.summary import HEADLINE, SOURCE, MissingMetricsError, write_all
-from stages._cli import run
+from aaa_core.reporting.summary import HEADLINE, SOURCE, MissingMetricsError, write_all
+from stages._cli import output_file, run
 
 
 @click.command()
 @click.option("--dataset", required=True)
 @click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="metrics/<dataset>: evaluate/, ensemble/, robustness/, knn/, train/, sweep_eps.json")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@output_file("--summary", "summary_path",
               help="The headline metrics JSON to write.")
 @click.option("--plots-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the plot data: training/<model>.csv, eps.csv, aaa_vs_madry.csv.")

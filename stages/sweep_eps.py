@@ -6,28 +6,29 @@ from pathlib import Path
 
 import click
 
-from aaa_core.checkpoints import load_model, write_json
+from aaa_core.models.checkpoints import load_model
+from aaa_core.io import write_json
 from aaa_core.config import load_params
 from aaa_core.data import test_subset
-from aaa_core.evaluate import eps_sweep
+from aaa_core.evaluation.flags import eps_sweep
 from aaa_core.models import Defended
-from aaa_core.runtime import describe_runtime, load_prepared, resolve_device, seed_everything
-from stages._cli import run
+from aaa_core.runtime import describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
+from stages._cli import input_file, output_file, params_file, run
 
 
 @click.command()
 @click.option("--dataset", required=True)
-@click.option("--ae", "ae_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+@input_file("--ae", "ae_path", required=True,
               help="The headline AE (params.yaml: loss).")
-@click.option("--classifier", "classifier_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@input_file("--classifier", "classifier_path",
               required=True, help="The natural classifier the AE protects.")
 @click.option("--baseline", "baseline_paths", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Classifiers evaluated alone for comparison (natural, adversarially trained).")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@output_file("--metrics", "metrics_path")
+@params_file()
 def main(dataset: str, ae_path: Path, classifier_path: Path, baseline_paths: tuple[Path, ...], data_path: Path,
          metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()

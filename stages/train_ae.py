@@ -15,15 +15,17 @@ import click
 
 from aaa_core import distributed
 from aaa_core.attacks import PGDConfig
-from aaa_core.checkpoints import load_model, save_model, write_json
+from aaa_core.models.checkpoints import load_model, save_model
+from aaa_core.io import write_json
 from aaa_core.config import AE_LOSSES, load_params
 from aaa_core.data import split_train_val
-from aaa_core.evaluate import correct_flags, precision_gap
-from aaa_core.losses import get_loss
+from aaa_core.evaluation.flags import correct_flags, precision_gap
+from aaa_core.training.losses import get_loss
 from aaa_core.models import Defended, ae_kwargs, build
-from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
-from aaa_core.training import TrainConfig, noise_attack, pretrain_ae, train_ae, training_attack
-from stages._cli import run
+from aaa_core.runtime import Resume, describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
+from aaa_core.training.loops import TrainConfig, noise_attack, pretrain_ae, train_ae, training_attack
+from stages._cli import input_file, output_file, params_file, run
 
 
 @click.command()
@@ -32,11 +34,10 @@ from stages._cli import run
 @click.option("--classifier", "classifier_paths", multiple=True, required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Frozen natural classifier(s); give several for ensemble training.")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@output_file("--out")
+@output_file("--metrics", "metrics_path")
+@params_file()
 @click.option("--warm-epochs", type=click.IntRange(0), default=None,
               help="Override params ae.<dataset>.warm_epochs (epochs of clean reconstruction first).")
 @click.option("--mse-weight", type=click.FloatRange(0, min_open=True), default=None,
@@ -90,9 +91,9 @@ def main(dataset: str, loss: str, classifier_paths: tuple[Path, ...], data_path:
     # the bf16 training attack must not be weaker than the float32 one it stands for (float32: nothing to check)
     check = ([precision_gap(Defended(ae, c), x_val[:256], y_val[:256], attack_cfg) for c in classifiers]
              if cfg.bf16 and not noise_sigmas else None)
-    natural = [correct_flags(Defended(ae, c), data["x_test"], data["y_test"]).float().mean().item()
-               for c in classifiers]
-    write_json({**description, "label": data["label"], "natural_test_accuracy": natural,
+    # on the validation split: the test set is the evaluation stages' (their natural accuracy is the one reported)
+    natural = [correct_flags(Defended(ae, c), x_val, y_val).float().mean().item() for c in classifiers]
+    write_json({**description, "label": data["label"], "natural_val_accuracy": natural, "n_val": len(x_val),
                 "training_attack_precision": check, "history": history, "warm_start_history": warm,
                 "runtime": describe_runtime(device, bf16_training=cfg.bf16),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)

@@ -18,16 +18,20 @@ from pathlib import Path
 import click
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.blackbox import QueryOnly, ZeroOrder, blackbox_labels, load_blackbox, pretrain_ae
-from aaa_core.checkpoints import load_model, save_model, write_json
+from aaa_core.training.loops import pretrain_ae
+from aaa_core.training.query_only import QueryOnly, ZeroOrder, blackbox_labels
+from aaa_core.config import load_blackbox
+from aaa_core.models.checkpoints import load_model, save_model
+from aaa_core.io import write_json
 from aaa_core.config import load_params
 from aaa_core.data import split_train_val
-from aaa_core.evaluate import correct_flags, predictions
-from aaa_core.losses import get_loss
-from aaa_core.models import Defended, ae_kwargs, build
-from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
-from aaa_core.training import TrainConfig, train_ae, train_classifier, training_attack
-from stages._cli import run
+from aaa_core.evaluation.flags import correct_flags, predictions
+from aaa_core.training.losses import get_loss
+from aaa_core.models import Defended, ae_kwargs, build, zoo_classifiers
+from aaa_core.runtime import Resume, describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
+from aaa_core.training.loops import TrainConfig, train_ae, train_classifier, training_attack
+from stages._cli import input_file, output_file, params_file, run
 
 ACCESS = ("gradient", "query", "transfer", "surrogate")
 
@@ -35,21 +39,19 @@ ACCESS = ("gradient", "query", "transfer", "surrogate")
 @click.command()
 @click.option("--dataset", required=True)
 @click.option("--access", type=click.Choice(ACCESS), required=True)
-@click.option("--classifier", "classifier_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@input_file("--classifier", "classifier_path",
               required=True, help="The frozen natural classifier (queried only, unless --access gradient).")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
-@click.option("--blackbox-params", "blackbox_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="blackbox.yaml", show_default=True)
+@input_file("--data", "data_path", required=True)
+@output_file("--out")
+@output_file("--metrics", "metrics_path")
+@params_file()
+@params_file("--blackbox-params", "blackbox_path", "blackbox.yaml")
 def main(dataset: str, access: str, classifier_path: Path, data_path: Path, out: Path, metrics_path: Path,
          params_path: Path,
          blackbox_path: Path) -> None:
     start = time.perf_counter()
     params = load_params(params_path)
-    bb_cfg = load_blackbox(blackbox_path, dataset, params.scale)
+    bb_cfg = load_blackbox(blackbox_path, dataset, params.scale, zoo_classifiers(dataset))
     split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
     seed_everything(params.seed)
     device = resolve_device(params.device)

@@ -8,28 +8,29 @@ import click
 
 from aaa_core import distributed
 from aaa_core.attacks import PGDConfig
-from aaa_core.checkpoints import load_model, save_model, write_json
+from aaa_core.models.checkpoints import load_model, save_model
+from aaa_core.io import write_json
 from aaa_core.config import load_params
-from aaa_core.evaluate import correct_flags, precision_gap
+from aaa_core.evaluation.flags import correct_flags, precision_gap
 from aaa_core.models import build
-from aaa_core.runtime import Resume, describe_runtime, load_prepared, resolve_device, seed_everything
-from aaa_core.training import TrainConfig, train_classifier, training_attack
+from aaa_core.runtime import Resume, describe_runtime, resolve_device, seed_everything
+from aaa_core.data import load_prepared
+from aaa_core.training.loops import TrainConfig, train_classifier, training_attack
 from aaa_core.data import split_train_val
-from stages._cli import run
+from stages._cli import input_file, output_file, params_file, run
 
 
 @click.command()
 @click.option("--dataset", required=True)
 @click.option("--arch", required=True, help="Registry name of the classifier, e.g. dnn or fc.")
 @click.option("--mode", type=click.Choice(["natural", "adversarial"]), required=True)
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@input_file("--data", "data_path", required=True)
+@output_file("--out")
+@output_file("--metrics", "metrics_path")
+@input_file("--init", "init_path", default=None,
               help="Start from this classifier's weights (same dataset, architecture and arguments) instead of "
                    "a random initialisation: Madry fine-tuned from the natural classifier an AE stands on.")
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@params_file()
 def main(dataset: str, arch: str, mode: str, data_path: Path, out: Path, metrics_path: Path,
          init_path: Path | None, params_path: Path) -> None:
     start = time.perf_counter()

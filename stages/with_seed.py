@@ -19,13 +19,12 @@ import click
 import yaml
 
 from aaa_core.config import ParamsError, load_params
-from stages._cli import run
+from stages._cli import params_file, run
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--offset", type=click.IntRange(1), required=True, help="Added to params.yaml's seed.")
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default="params.yaml", show_default=True)
+@params_file()
 @click.argument("stage")
 @click.argument("stage_args", nargs=-1, type=click.UNPROCESSED)
 def main(offset: int, params_path: Path, stage: str, stage_args: tuple[str, ...]) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aaa_core.data import fetch, to_float
-from aaa_core.training import TrainConfig, train_classifier
+from aaa_core.training.loops import TrainConfig, train_classifier
 from aaa_core.models import build
 
 ROOT = Path(__file__).resolve().parents[1]

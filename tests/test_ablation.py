@@ -8,9 +8,9 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from aaa_core.ablation import VariantConfig, load_variants
+from aaa_core.config import VariantConfig, load_variants
 from aaa_core.config import ParamsError, load_params
-from aaa_core.losses import ce_mse, get_loss, mse, weighted_ce_mse
+from aaa_core.training.losses import ce_mse, get_loss, mse, weighted_ce_mse
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from aaa_core.attacks import PGDConfig, margin_loss, pgd, pgd_iterates, pgd_until_fooled
-from aaa_core.evaluate import correct_flags, robust_flags
+from aaa_core.evaluation.flags import correct_flags, robust_flags
 
 EPS = 0.3
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from aaa_core.blackbox import BlackBoxGradientError, QueryOnly, ZeroOrder, blackbox_labels, rge_vjp
-from aaa_core.losses import ce_mse
-from aaa_core.training import TrainConfig, train_ae, training_attack
+from aaa_core.training.query_only import BlackBoxGradientError, QueryOnly, ZeroOrder, blackbox_labels, rge_vjp
+from aaa_core.training.losses import ce_mse
+from aaa_core.training.loops import TrainConfig, train_ae, training_attack
 from aaa_core.attacks import PGDConfig
 
 
@@ -162,7 +162,7 @@ def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path):
 def test_a_bad_blackbox_param_is_one_line_naming_the_key(tmp_path, key, value, message):
     import yaml
 
-    from aaa_core.blackbox import load_blackbox
+    from aaa_core.config import load_blackbox
     from aaa_core.config import ParamsError
     from pathlib import Path
 
@@ -171,13 +171,13 @@ def test_a_bad_blackbox_param_is_one_line_naming_the_key(tmp_path, key, value, m
     path = tmp_path / "blackbox.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match=message):
-        load_blackbox(path, "mnist", "cpu")
+        load_blackbox(path, "mnist", "cpu", ["dnn", "fc"])
 
 
 def test_the_smoke_overlay_replaces_only_its_keys():
     from pathlib import Path
 
-    from aaa_core.blackbox import load_blackbox
+    from aaa_core.config import load_blackbox
 
     path = Path(__file__).resolve().parents[1] / "blackbox.yaml"
     cpu, smoke = load_blackbox(path, "mnist", "cpu"), load_blackbox(path, "mnist", "smoke")

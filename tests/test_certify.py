@@ -1,4 +1,4 @@
-"""Randomized smoothing (aaa_core.certify, stage certify, `aaa certify`) against a classifier whose smoothed
+"""Randomized smoothing (aaa_core.evaluation.certify, stage certify, `aaa certify`) against a classifier whose smoothed
 prediction is known in closed form: a linear classifier on two classes."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from scipy.stats import beta, binom, norm
 from torch import nn
 
-from aaa_core.certify import (ABSTAIN, TSV_HEADER, Record, certified_accuracy, certify, certify_dataset,
-                              example_generator, lower_confidence_bound, predict, write_tsv)
-from aaa_core.checkpoints import save_model, save_torch
+from aaa_core.evaluation.certify import (ABSTAIN, TSV_HEADER, Record, certified_accuracy, certify, certify_dataset, example_generator, lower_confidence_bound, predict, write_tsv)
+from aaa_core.models.checkpoints import save_model
+from aaa_core.io import save_torch
 from aaa_core.config import ParamsError, load_params
 from aaa_core.models import build
 from aaa_core.stats import wilson_interval

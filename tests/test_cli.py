@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from aaa_core.cli import main
-from aaa_core.custom import defend, load_ae, load_classifier, load_folder_dataset
+from aaa_core.models.external import defend, load_classifier
+from aaa_core.models.generic import load_ae
+from aaa_core.data.folders import load_folder_dataset
 
 FACTORY = '''
 import torch
@@ -144,12 +146,13 @@ def study(tmp_path, monkeypatch, mnist_raw, trained_fc):
     epoch of clean reconstruction (ae.pt, which both load). Returns the folder, the working directory."""
     import yaml
 
-    from aaa_core.checkpoints import save_model, save_torch
+    from aaa_core.models.checkpoints import save_model
+    from aaa_core.io import save_torch
     from aaa_core.data import to_float
     from aaa_core.models import build
-    from aaa_core.training import TrainConfig, pretrain_ae
+    from aaa_core.training.loops import TrainConfig, pretrain_ae
     from conftest import set_key
-    from aaa_core.custom import save_ae
+    from aaa_core.models.generic import save_ae
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -176,13 +179,13 @@ def study(tmp_path, monkeypatch, mnist_raw, trained_fc):
 @pytest.mark.parametrize("defended", [False, True], ids=["classifier", "ae+classifier"])
 def test_aaa_evaluate_and_the_robustness_stage_give_the_same_flags(study, monkeypatch, defended):
     """`aaa evaluate --suite` and the study's robustness stage on one model, dataset file and params.yaml: both call
-    aaa_core.suite.evaluate_suite once, with equal configs and equal test subsets, and report the same per-example
+    aaa_core.evaluation.suite.evaluate_suite once, with equal configs and equal test subsets, and report the same per-example
     flags of every attack, the same natural, noise and worst-case flags, curve, independent runs and checks. With
     an AE, the stage's --transfer classifier=clf.pt is the command's transfer from the classifier behind it."""
-    import aaa_core.suite
+    import aaa_core.evaluation.suite
     import stages.robustness
 
-    real, calls = aaa_core.suite.evaluate_suite, []
+    real, calls = aaa_core.evaluation.suite.evaluate_suite, []
 
     def recording(caller):
         def evaluate_suite(model, x, y, cfg, **kwargs):
@@ -193,7 +196,7 @@ def test_aaa_evaluate_and_the_robustness_stage_give_the_same_flags(study, monkey
         return evaluate_suite
 
     monkeypatch.setattr(stages.robustness, "evaluate_suite", recording("stage"))
-    monkeypatch.setattr(aaa_core.suite, "evaluate_suite", recording("aaa"))
+    monkeypatch.setattr(aaa_core.evaluation.suite, "evaluate_suite", recording("aaa"))
     pipeline = ["--pipeline", "ae.pt+clf.pt", "--transfer", "classifier=clf.pt"] if defended else ["--pipeline", "clf.pt"]
     # the stage stops, writing nothing, when a sanity check fails: its report is what it computed all the same
     CliRunner().invoke(stages.robustness.main, ["--dataset", "mnist", "--name", "p", *pipeline, "--data", "mnist.pt",
@@ -259,7 +262,7 @@ def test_a_folder_with_train_and_test_splits_keeps_them(tmp_path):
 
 
 def test_a_named_dataset_takes_its_defaults_from_params_yaml(workspace):
-    from aaa_core.checkpoints import save_torch
+    from aaa_core.io import save_torch
 
     (workspace / "mnist_models.py").write_text(
         "import torch\n\ndef linear():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))\n")

@@ -3,7 +3,6 @@ seed verdict, the seed wrapper and the report, each on planted cases where the r
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,12 @@ import yaml
 from click.testing import CliRunner
 from torch import nn
 
-from aaa_core import comparison
-from aaa_core.comparison import (Measurement, Side, autoattack_standard, load_comparison, seed_measurements,
-                                 seed_verdict, summary)
+from aaa_core import config as comparison_config
+from aaa_core.evaluation import autoattack
+from aaa_core.reporting import seeds
+from aaa_core.reporting.seeds import Measurement, Side, seed_measurements, seed_verdict, summary
+from aaa_core.evaluation.autoattack import autoattack_standard
+from aaa_core.config import load_comparison
 from aaa_core.config import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +37,10 @@ def test_the_committed_comparison_file_loads_at_every_scale():
 
 
 def test_the_scale_overlay_replaces_only_its_keys(tmp_path):
-    path = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1, 2], "autoattack_subset": 100,
-                                                 "scales": {"smoke": {"autoattack_subset": 8}}}})
-    assert load_comparison(path, "mnist", "smoke") == comparison.ComparisonConfig([1, 2], 8)
-    assert load_comparison(path, "mnist", "cpu") == comparison.ComparisonConfig([1, 2], 100)
+    path = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1, 2], "autoattack_subset": 100},
+                                       "scales": {"smoke": {"mnist": {"autoattack_subset": 8}}}})
+    assert load_comparison(path, "mnist", "smoke") == comparison_config.ComparisonConfig([1, 2], 8)
+    assert load_comparison(path, "mnist", "cpu") == comparison_config.ComparisonConfig([1, 2], 100)
 
 
 @pytest.mark.parametrize("section, named", [
@@ -87,7 +89,7 @@ def test_the_cascade_only_removes_examples_and_runs_each_attack_on_what_is_left(
 
 def test_the_published_settings_are_the_ones_built():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    built = {name: (attack, settings) for name, attack, settings in comparison.standard_attacks(model, 0.3)}
+    built = {name: (attack, settings) for name, attack, settings in autoattack.standard_attacks(model, 0.3)}
     assert built["apgd-ce"][0].steps == built["apgd-t"][0].steps == built["fab-t"][0].steps == 100
     assert built["apgd-t"][0].n_target_classes == built["fab-t"][0].n_target_classes == 9
     assert built["fab-t"][0].multi_targeted and built["apgd-ce"][0].loss == "ce"
@@ -105,7 +107,7 @@ def test_an_attack_that_leaves_the_eps_ball_stops_the_evaluation(linear, monkeyp
         def __call__(self, xb, yb):
             return (xb + 0.5).clamp(0, 1)
 
-    monkeypatch.setattr(comparison, "standard_attacks", lambda *a, **k: [("cheat", Cheat(), {})])
+    monkeypatch.setattr(autoattack, "standard_attacks", lambda *a, **k: [("cheat", Cheat(), {})])
     with pytest.raises(ValueError, match="outside the L-inf ball"):
         autoattack_standard(model, x, y, 0.1, log=lambda _: None)
 
@@ -123,9 +125,9 @@ def test_a_side_wins_only_when_every_seed_interval_is_above_every_other():
 
 def test_overlapping_seeds_or_small_samples_are_a_tie():
     # one AAA seed reaches Madry's range: a tie, whatever the means say
-    assert seed_verdict(ms(0.70, 0.72, 0.88), ms(0.90, 0.89, 0.91)).startswith("tie")
+    assert seed_verdict(ms(0.70, 0.72, 0.88), ms(0.90, 0.89, 0.91)).startswith("inconclusive")
     # the same means on 20 examples: the intervals overlap
-    assert seed_verdict(ms(0.70, 0.72, n=20), ms(0.90, 0.89, n=20)).startswith("tie")
+    assert seed_verdict(ms(0.70, 0.72, n=20), ms(0.90, 0.89, n=20)).startswith("inconclusive")
     assert seed_verdict([], ms(0.9)) == "not measured"
 
 
@@ -258,7 +260,7 @@ def test_autoattack_is_needed_at_the_studys_seed_only(tmp_path):
 def test_seed_measurements_reads_the_largest_step_count():
     got = seed_measurements(evaluate_metrics(0.97, 0.75), None, None)
     assert got["pgd"] == Measurement(0.75, 500) and got["natural"] == Measurement(0.97, 500)
-    assert set(summary(Side("a", {0: got}), Side("m", {0: got}))) == set(comparison.MEASURES)
+    assert set(summary(Side("a", {0: got}), Side("m", {0: got}))) == set(seeds.MEASURES)
 
 
 def test_the_finetuned_madry_is_set_beside_aaa_and_says_when_it_has_not_run(tmp_path):

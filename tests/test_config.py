@@ -133,3 +133,14 @@ def test_classifier_kwargs_must_be_integers():
     raw["models"]["mnist"] = {"dnn": {"width": "wide"}}
     with pytest.raises(ParamsError, match=r"models.mnist.dnn.width must be an integer"):
         parse_params(raw)
+
+
+def test_a_scale_changes_the_reported_step_counts_but_never_eps_or_step():
+    raw = raw_params()
+    raw["scale"] = "smoke"
+    smoke, cpu = parse_params(raw).attack("mnist"), parse_params(raw_params()).attack("mnist")
+    assert smoke.eval_steps == raw["scales"]["smoke"]["threat"]["mnist"]["eval_steps"] != cpu.eval_steps
+    assert (smoke.eps, smoke.alpha) == (cpu.eps, cpu.alpha)
+    raw["scales"]["cpu"]["threat"]["mnist"]["eps"] = 0.1
+    with pytest.raises(ParamsError, match=r"scales.cpu.threat.mnist.eps: a scale may change only eval_steps"):
+        parse_params(raw)

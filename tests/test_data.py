@@ -8,8 +8,7 @@ import torch
 
 from pathlib import Path
 
-from aaa_core.data import (CIFAR10_BATCHES, DATASETS, FASHION_MNIST, FASHION_MNIST_DEBIAN, MNIST, DataError, fetch,
-                           read_cifar10_batches, read_cifar10_jpeg, read_idx)
+from aaa_core.data import (CIFAR10_BATCHES, DATASETS, FASHION_MNIST, FASHION_MNIST_DEBIAN, MNIST, DataError, fetch, read_cifar10_batches, read_cifar10_jpeg, read_idx)
 
 LABELS = MNIST.files["y_test"]   # the smallest file: 10,008 bytes
 
@@ -148,7 +147,7 @@ def test_cifar_jpeg_fallback_label_reaches_the_metrics(tmp_path):
     import yaml
     from click.testing import CliRunner
 
-    from aaa_core.runtime import load_prepared
+    from aaa_core.data import load_prepared
     from stages.prepare_data import main
 
     root = Path(__file__).resolve().parents[1]

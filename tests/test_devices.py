@@ -20,15 +20,16 @@ from torch.overrides import TorchFunctionMode
 
 import aaa_core
 from aaa_core.attacks import PGDConfig, pgd, pgd_until_fooled
-from aaa_core.blackbox import QueryOnly, ZeroOrder, pretrain_ae
+from aaa_core.training.loops import pretrain_ae
+from aaa_core.training.query_only import QueryOnly, ZeroOrder
 from aaa_core.config import ParamsError, parse_params
 from aaa_core.data import split_train_val
-from aaa_core.evaluate import eps_sweep, noise_flags, precision_gap, robust_flags, transfer_flags
-from aaa_core.knn import KNNDefended, LatentBank, encode_all
-from aaa_core.losses import get_loss
+from aaa_core.evaluation.flags import eps_sweep, noise_flags, precision_gap, robust_flags, transfer_flags
+from aaa_core.evaluation.knn import KNNDefended, LatentBank, encode_all
+from aaa_core.training.losses import get_loss
 from aaa_core.models import Defended, build
 from aaa_core.runtime import DeviceError, describe_runtime, resolve_device
-from aaa_core.training import TrainConfig, train_ae, train_classifier, training_attack
+from aaa_core.training.loops import TrainConfig, train_ae, train_classifier, training_attack
 
 LIBRARY = str(Path(aaa_core.__file__).resolve().parent)
 FACTORIES = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.arange, torch.zeros, torch.ones,

@@ -56,8 +56,9 @@ def import_closure(module: str) -> set[str]:
     return {str(p.relative_to(ROOT)) for p in seen} - {"stages/__init__.py"}
 
 
-# the study; the black-box study; seeds and AutoAttack; variants
-PIPELINES = ("dvc.yaml", "blackbox/dvc.yaml", "comparison/dvc.yaml", "ablations/dvc.yaml", "certify/dvc.yaml")
+# the study and every other pipeline: <name>/dvc.yaml (as `make <name>` finds them)
+PIPELINES = ("dvc.yaml", *sorted(f"{p.parent.name}/dvc.yaml" for p in ROOT.glob("*/dvc.yaml")
+                                 if not p.parent.name.startswith(".")))
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -98,9 +99,9 @@ def test_command_modules_sees_wrapped_and_chained_stages():
 
 
 def test_the_import_closure_sees_transitive_imports():
-    # evaluate imports aaa_core.runtime, which imports aaa_core.data: the test must see data.py
-    assert "aaa_core/data.py" in import_closure("stages.evaluate")
-    assert "aaa_core/losses.py" in import_closure("stages.train_ae")
+    # evaluate imports aaa_core.evaluation.flags, which imports aaa_core.runtime, which imports aaa_core.io
+    assert "aaa_core/io.py" in import_closure("stages.evaluate")
+    assert "aaa_core/training/losses.py" in import_closure("stages.train_ae")
 
 
 def run(cmd, cwd):
@@ -201,6 +202,9 @@ KNOBS = [
     ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
     ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL
      + NOISE_AE),
+    # the step counts a scale may change: read where the whole threat model is
+    ("scales.cpu.threat.mnist.eval_steps", [40], MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL
+     + VARIANT_EVAL + NOISE_AE),
     ("data.download", False, ("prepare_data@*",)),
     # training under DDP, and the evaluate protocol sharded over the processes
     ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + EVAL
@@ -262,12 +266,14 @@ def test_the_black_box_stages_track_their_own_params_file():
 
 
 def test_the_comparison_stages_track_their_own_params_file():
-    """comparison.yaml is read by the AutoAttack stage (on the study's own pair: its subset and scale overlay
-    only) and the comparison's report; its seed offsets name the replicate stages (one per offset)."""
+    """comparison.yaml is read by the AutoAttack stage (on the study's own pair: its subset, budget and scale
+    overlay only) and the comparison's report; its seed offsets name the replicate stages (one per offset)."""
     offsets = yaml.safe_load((ROOT / "comparison.yaml").read_text())["mnist"]["seed_offsets"]
     readers = params_file_readers("comparison.yaml")
-    assert {name: keys for name, keys in readers.items() if keys} == {
-        "autoattack_study": ["mnist.autoattack_subset", "mnist.scales.cpu"], "render_comparison": ["mnist"]}
+    assert {name: sorted(keys) for name, keys in readers.items() if keys} == {
+        "autoattack_study": ["mnist.autoattack_square_queries", "mnist.autoattack_steps", "mnist.autoattack_subset",
+                             "scales.cpu.mnist"],
+        "render_comparison": ["mnist", "scales.cpu.mnist"]}
     for family in ("replicate_madry", "replicate_ae", "replicate_eval"):
         assert {n for n in readers if n.startswith(family + "@")} == {f"{family}@{o}" for o in offsets}
 

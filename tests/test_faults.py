@@ -20,11 +20,13 @@ import torch
 from torch import nn
 
 from aaa_core import load_defended
-from aaa_core.checkpoints import load_model, load_torch, save_model, save_torch, write_json
+from aaa_core.models.checkpoints import load_model, save_model
+from aaa_core.io import load_torch, save_torch, write_json
 from aaa_core.errors import CheckpointError, DataFileError
 from aaa_core.models import build
-from aaa_core.runtime import Resume, load_prepared, seed_everything
-from aaa_core.training import TrainConfig, train_classifier
+from aaa_core.runtime import Resume, seed_everything
+from aaa_core.data import load_prepared
+from aaa_core.training.loops import TrainConfig, train_classifier
 from stages._cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +132,7 @@ def test_truncated_prepared_data_is_a_data_file_error(tmp_path):
 
 def test_weights_edited_after_saving_fail_their_sha256_and_unhashed_checkpoints_are_refused(tmp_path):
     path = saved_fc(tmp_path / "fc.pt")
-    ckpt = load_torch(path)
+    ckpt = load_torch(path, what="model checkpoint", error=CheckpointError)
     next(iter(ckpt["state_dict"].values())).view(-1)[0] += 1.0   # an intact archive whose weights changed
     save_torch(ckpt, path)
     with pytest.raises(CheckpointError, match=f"{path}: its weights do not match the sha256"):
@@ -143,7 +145,7 @@ def test_weights_edited_after_saving_fail_their_sha256_and_unhashed_checkpoints_
 
 def test_weights_that_do_not_fit_the_named_architecture_are_refused(tmp_path):
     path = saved_fc(tmp_path / "fc.pt")
-    ckpt = load_torch(path)
+    ckpt = load_torch(path, what="model checkpoint", error=CheckpointError)
     save_torch({**ckpt, "arch": "dnn"}, path)
     with pytest.raises(CheckpointError, match=f"{path}: its weights do not fit mnist/dnn"):
         load_model(path)

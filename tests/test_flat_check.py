@@ -3,11 +3,10 @@ a masked cross-entropy gradient is attacked with the margin loss and Square, so 
 from types import SimpleNamespace
 
 import pytest
-import torch
 from torch import nn
 
 from aaa_core.config import load_params
-from aaa_core.protocols import evaluate_pipeline
+from aaa_core.evaluation.protocols import evaluate_pipeline
 from stages.evaluate import flat_check, plan_dataset
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from aaa_core.attacks import PGDConfig, pgd
-from aaa_core.evaluate import correct_flags, robust_flags
-from aaa_core.knn import KNNDefended, LatentBank, encode_all, knn_indices
+from aaa_core.evaluation.flags import correct_flags, robust_flags
+from aaa_core.evaluation.knn import KNNDefended, LatentBank, encode_all, knn_indices
 from aaa_core.models import Defended
 
 
@@ -106,8 +106,8 @@ def test_bpda_attack_is_not_weaker_than_the_papers_protocol(knn_pipeline, mnist)
 
 def test_the_protocol_scores_knn_and_the_plain_ae_on_the_very_same_adversarial_examples(knn_pipeline, mnist,
                                                                                           monkeypatch):
-    import aaa_core.knn as knn_module
-    from aaa_core.knn import knn_protocol
+    import aaa_core.evaluation.knn as knn_module
+    from aaa_core.evaluation.knn import knn_protocol
 
     ae, clf, bank = knn_pipeline
     x, y = mnist["x_test"][:40], mnist["y_test"][:40]
@@ -156,7 +156,7 @@ def test_square_in_the_knn_worst_case_sees_what_a_masked_gradient_hides(mnist, t
     """Both gradient attacks (non-adaptive and BPDA) get a zero gradient through the rounding and find almost
     nothing; Square queries the true kNN pipeline and fools more, the worst case includes it, and
     ``square_only`` counts what only Square fooled. Without a query budget there is no Square entry."""
-    from aaa_core.knn import knn_protocol
+    from aaa_core.evaluation.knn import knn_protocol
 
     ae = RoundingIdentityAE().eval()
     bank = LatentBank(encode_all(ae, mnist["x_train"]), k=10)
@@ -190,7 +190,7 @@ class Recorder(torch.nn.Module):
 def test_apgd_through_the_straight_through_gradient_lowers_knn_accuracy(knn_pipeline, mnist):
     """APGD-CE on the BPDA pipeline, scored on the true one, takes a 98% accurate pipeline to about 60% (measured);
     the same APGD on the true pipeline (zero gradient) moves nowhere beyond its random start (about 97%)."""
-    from aaa_core.knn import apgd_with_restarts
+    from aaa_core.evaluation.knn import apgd_with_restarts
 
     ae, clf, bank = knn_pipeline
     x, y = mnist["x_test"][:60], mnist["y_test"][:60]
@@ -205,7 +205,7 @@ def test_apgd_through_the_straight_through_gradient_lowers_knn_accuracy(knn_pipe
 
 
 def test_every_apgd_restart_has_its_own_seed_and_starts_from_its_own_point(knn_pipeline, mnist):
-    from aaa_core.knn import apgd_with_restarts, library_attack_flags, square_attack
+    from aaa_core.evaluation.knn import apgd_with_restarts, library_attack_flags, square_attack
     from aaa_core.runtime import attack_seed
 
     ae, clf, bank = knn_pipeline
@@ -235,7 +235,7 @@ def test_every_apgd_restart_has_its_own_seed_and_starts_from_its_own_point(knn_p
 
 
 def test_library_outputs_outside_the_ball_are_refused(knn_pipeline, mnist):
-    from aaa_core.knn import library_attack_flags
+    from aaa_core.evaluation.knn import library_attack_flags
 
     ae, clf, bank = knn_pipeline
     target = KNNDefended(ae, clf, bank).eval()
@@ -249,7 +249,7 @@ def planted_attacks(monkeypatch, x: torch.Tensor, fooled: dict[str, int]) -> Non
     """Make every attack of ``knn_protocol`` on the clean images ``x`` fool exactly one planted example
     (``fooled``: seed name -> example index; "knn-non-adaptive" on the kNN pipeline and
     "plain-same-examples" on the plain AE for the non-adaptive PGD's examples, which still runs for real)."""
-    import aaa_core.knn as knn_module
+    import aaa_core.evaluation.knn as knn_module
     from aaa_core.runtime import attack_seed
 
     names = {attack_seed(0, name): name for name in fooled}
@@ -278,7 +278,7 @@ def planted_attacks(monkeypatch, x: torch.Tensor, fooled: dict[str, int]) -> Non
 def planted_report(knn_pipeline, mnist, monkeypatch):
     """``knn_protocol`` on 12 images, steps [2, 4], 2 APGD restarts, Square, every attack planted: kNN's
     attacks fool examples 8, 0, 1, 2, 3 (non-adaptive, BPDA, APGD restarts, Square), the plain AE's 9, 4, 5, 6, 7."""
-    from aaa_core.knn import knn_protocol
+    from aaa_core.evaluation.knn import knn_protocol
 
     ae, clf, bank = knn_pipeline
     x, y = mnist["x_test"][:12], mnist["y_test"][:12]
@@ -321,11 +321,11 @@ def test_the_worst_case_is_the_per_example_and_of_every_attack(knn_pipeline, mni
 def test_the_plain_ae_gets_the_same_attacks_on_the_same_examples(knn_pipeline, mnist, monkeypatch):
     """Every attack on AE + kNN has its plain-AE twin: the same kind, settings and images, its own seed, the
     plain AE attacked and scored; the paired test compares the two worst cases example by example."""
-    import aaa_core.knn as knn_module
-    from aaa_core.knn import knn_protocol
+    import aaa_core.evaluation.knn as knn_module
+    from aaa_core.evaluation.knn import knn_protocol
     from aaa_core.runtime import attack_seed
     from aaa_core.stats import encode_flags
-    from aaa_core.verdicts import mcnemar
+    from aaa_core.stats import mcnemar
 
     ae, clf, bank = knn_pipeline
     x, y = mnist["x_test"][:12], mnist["y_test"][:12]
@@ -383,7 +383,7 @@ def test_the_tables_compare_the_two_worst_cases_and_show_apgd(knn_pipeline, mnis
     the plain AE under PGD alone (9 only: 1 vs 5)."""
     import json
 
-    from aaa_core.report import knn_table, knn_versus_plain
+    from aaa_core.reporting.tables import knn_table, knn_versus_plain
     from stages.knn_eval import report_metrics
     from stages.render_tables import knn_square_caption
 

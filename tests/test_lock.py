@@ -154,19 +154,20 @@ def _zero_dnn_hash_in_knn(stages: dict) -> None:
 # together (a status run costs 5-10 s), and per fault a stage that must be reported with a reason naming it.
 # The missing lock entry goes alone (a stage without an entry has nothing else to compare).
 EDITS = {
-    "aaa_core/losses.py": lambda t: t + "\n# edited\n",
+    "aaa_core/training/losses.py": lambda t: t + "\n# edited\n",
     "params.yaml": lambda t: t.replace("k: 10, bpda_tolerance: 0.04", "k: 5, bpda_tolerance: 0.04", 1),
     "metrics/mnist/evaluate/dnn.json": lambda t: t.replace('"natural_accuracy"', '"natural_accuracy" ', 1),
     # a command changed, and a dependency removed from dvc.yaml
     "blackbox/dvc.yaml": lambda t: t.replace("--metrics-dir metrics/blackbox/${item}\n",
                                              "--metrics-dir metrics/blackbox/${item}/\n", 1)
-                                    .replace("aaa_core/models, aaa_core/stats.py,\n", "aaa_core/models,\n", 1),
+                                    .replace("aaa_core/reporting/verdicts.py, aaa_core/stats.py, stages/_cli.py,",
+                                             "aaa_core/reporting/verdicts.py, stages/_cli.py,", 1),
     "reports/blackbox_mnist.md": None,
     "dvc.lock": _lock_edit(_zero_dnn_hash_in_knn),
 }
 FAULTS = {
-    "a module edited": {"train_ae@mnist": "aaa_core/losses.py modified",
-                        "blackbox/dvc.yaml:train_ae_blackbox@mnist-query": "aaa_core/losses.py modified"},
+    "a module edited": {"train_ae@mnist": "aaa_core/training/losses.py modified",
+                        "blackbox/dvc.yaml:train_ae_blackbox@mnist-query": "aaa_core/training/losses.py modified"},
     "a params value changed": {"knn_eval@mnist-fc": "params.yaml:knn.mnist modified"},
     # its stage, and one that reads MNIST's metrics folder
     "a metrics file edited": {"evaluate@mnist": "metrics/mnist/evaluate modified",

@@ -238,10 +238,11 @@ def test_failed_sanity_check_fails_the_stage_and_writes_nothing(repo, tmp_path, 
 
 def test_an_evaluation_sharded_over_two_processes_reports_the_one_process_numbers(repo, tmp_path):
     # devices: 2 re-runs the stage under torchrun (gloo on the CPU) with every attack sharded over the two
-    # processes (aaa_core.sharded): its metrics are one process's, both runs on one thread per process
+    # processes (aaa_core.evaluation.sharded): its metrics are one process's, both runs on one thread per process
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # the smoke classifier alone (the smoke AEs are degenerate) at an eps it survives in part
-    params["threat"]["mnist"].update(eps=0.03, alpha=0.01, eval_steps=[5, 10])
+    params["threat"]["mnist"].update(eps=0.03, alpha=0.01)
+    params["scales"]["smoke"]["threat"]["mnist"]["eval_steps"] = [5, 10]
     params["scales"]["smoke"]["evaluate"]["mnist"]["subset"] = 300   # 2 batches of the attack, 40 of the test set
     metrics = {}
     for devices in (1, 2):

@@ -1,5 +1,5 @@
 """Tables: small models carry their arguments in their name; the paper's numbers are matched to the right column."""
-from aaa_core.report import caption, model_name, paper_value, table
+from aaa_core.reporting.tables import caption, model_name, paper_value, table
 from stages.render_tables import TABLES, paper_entry
 
 
@@ -56,7 +56,7 @@ def flags(correct, n=100, start=0):
 
 
 def test_the_worst_case_verdict_is_the_paired_test_never_a_tie():
-    from aaa_core.report import verdict
+    from aaa_core.reporting.tables import verdict
 
     def suite(mode, loss, worst, flag_text=None, n=100):
         m = record("dnn", mode=mode, loss=loss)
@@ -94,7 +94,7 @@ def suite_record(spec, worst, n=100):
 
 
 def test_the_worst_case_column_comes_from_the_suite_run_on_that_very_pipeline():
-    from aaa_core.report import WORST, suite_by_pipeline
+    from aaa_core.reporting.tables import WORST, suite_by_pipeline
 
     natural, aaa = record("dnn", natural=0.98, robust=0.0), record("dnn", loss="ce_mse", natural=0.97, robust=0.77)
     natural["pipeline"]["classifier"] = aaa["pipeline"]["classifier"] = "models/dnn.pt"
@@ -109,7 +109,7 @@ def test_the_worst_case_column_comes_from_the_suite_run_on_that_very_pipeline():
 
 
 def test_the_verdict_under_a_table_against_madry_pairs_pgd_and_the_worst_case():
-    from aaa_core.report import suite_by_pipeline, versus_madry
+    from aaa_core.reporting.tables import suite_by_pipeline, versus_madry
 
     madry = record("dnn", mode="adversarial", robust=0.89)
     aaa = record("dnn", loss="ce_mse", robust=0.77)
@@ -136,7 +136,7 @@ def test_the_verdict_under_a_table_against_madry_pairs_pgd_and_the_worst_case():
 
 
 def test_knn_and_the_plain_ae_are_compared_on_the_same_examples_with_a_verdict():
-    from aaa_core.report import knn_versus_plain
+    from aaa_core.reporting.tables import knn_versus_plain
 
     def knn_record(loss, plain, knn, worst=None, n=150):
         m = record("dnn", loss=loss)

@@ -4,9 +4,8 @@ import torch
 from torch import nn
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.evaluate import (check_high_eps, check_noise_weaker, check_steps_monotone,
-                               check_whitebox_beats_transfer, constant_output, noise_flags, predictions, robust_flags,
-                               transfer_flags)
+from aaa_core.evaluation.checks import (check_high_eps, check_noise_weaker, check_steps_monotone, check_whitebox_beats_transfer, constant_output)
+from aaa_core.evaluation.flags import noise_flags, predictions, robust_flags, transfer_flags
 
 EPS = 0.3
 
@@ -88,7 +87,7 @@ def test_a_check_exactly_at_its_threshold_passes_despite_float32_rounding():
 
 
 def test_the_steps_check_is_paired_and_tolerates_the_noise_of_independent_starts():
-    from aaa_core.checks import check_more_steps_not_weaker, sign_test_p
+    from aaa_core.evaluation.checks import check_more_steps_not_weaker, sign_test_p
 
     assert sign_test_p(10, 10) == 2 ** -10 and sign_test_p(0, 0) == 1.0 and sign_test_p(0, 5) == 1.0
     assert abs(sign_test_p(3, 4) - 5 / 16) < 1e-12
@@ -109,8 +108,8 @@ def test_the_steps_check_fails_on_a_planted_step_rule_fault_in_a_real_attack(tra
     """Two independent PGD runs on a trained model: sound (step 0.01 at 40 and 200 steps) passes; a planted
     fault (the longer run's step divided by its step count, as a broken step rule would) fails."""
     from aaa_core.attacks import PGDConfig
-    from aaa_core.checks import check_more_steps_not_weaker
-    from aaa_core.evaluate import robust_flags
+    from aaa_core.evaluation.checks import check_more_steps_not_weaker
+    from aaa_core.evaluation.flags import robust_flags
 
     x, y = mnist["x_test"][:200], mnist["y_test"][:200]
     few = robust_flags(trained_fc, x, y, PGDConfig(eps=0.1, alpha=0.01, steps=40), seed=1)[40]
@@ -122,7 +121,7 @@ def test_the_steps_check_fails_on_a_planted_step_rule_fault_in_a_real_attack(tra
 
 
 def test_the_evaluation_protocol_reports_what_it_ran_and_checks_it(trained_fc, mnist):
-    from aaa_core.protocols import evaluate_pipeline
+    from aaa_core.evaluation.protocols import evaluate_pipeline
 
     report = evaluate_pipeline(trained_fc, mnist["x_test"][:300], mnist["y_test"][:300], subset=100, eps=0.1,
                                alpha=0.01, steps=[10, 5], restarts=1, sanity_eps=1.0, sanity_alpha=0.1,

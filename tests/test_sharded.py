@@ -1,6 +1,6 @@
-"""Evaluation sharded over processes (aaa_core.sharded) gives the one-process flags, example for example.
+"""Evaluation sharded over processes (aaa_core.evaluation.sharded) gives the one-process flags, example for example.
 
-In one process: each rank's part, computed here rank by rank and put together, equals aaa_core.evaluate's
+In one process: each rank's part, computed here rank by rank and put together, equals aaa_core.evaluation.flags's
 one-process functions; a planted fault (ranks that do not make the draws of the batches they skip) breaks it.
 Under torchrun: 2 gloo processes give exactly what 1 process gives.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aaa_core import evaluate, sharded
+from aaa_core.evaluation import flags as evaluate, sharded
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 sys.path.insert(0, str(HELPERS))
@@ -46,7 +46,7 @@ def by_ranks(model, x, y, world):
 
 
 def test_the_batches_are_the_one_process_runs():
-    # the batch decides the random draws: sharded.BATCH must be aaa_core.evaluate's batch size
+    # the batch decides the random draws: sharded.BATCH must be aaa_core.evaluation.flags's batch size
     import inspect
     for fn in (evaluate.robust_flags, evaluate.transfer_flags, evaluate.predictions, evaluate.correct_flags):
         assert inspect.signature(fn).parameters["batch_size"].default == sharded.BATCH, fn.__name__

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from aaa_core.suite import (QUERY_ONLY, TRANSFER, AttackResult, SuiteConfig, check_in_ball, evaluate_suite,
-                            run_suite, suite_checks, worst_case)
+from aaa_core.evaluation.suite import (QUERY_ONLY, TRANSFER, AttackResult, SuiteConfig, check_in_ball, evaluate_suite, run_suite, suite_checks, worst_case)
 from aaa_core.runtime import attack_seed
 from aaa_core.stats import encode_flags
 from tests.test_sanity import RoundInput
@@ -117,7 +116,7 @@ def test_the_suite_steps_check_uses_independent_runs_and_fails_on_a_planted_step
     """The paper-protocol results of one run cannot make the steps check fail (their longer counts are never
     fooled up to step k, so never above the shorter); the independent runs can: a model whose attack only
     lands in the short run (planted) fails it, a sound pair passes. No steps check without two counts."""
-    from aaa_core.suite import paper_protocol_runs
+    from aaa_core.evaluation.suite import paper_protocol_runs
     results = make_results()
     sound = {c.name: c for c in suite_checks(0.99, 0.98, results, GOOD_CURVE, CFG, 100, independent=independent())}
     assert sound["more_steps_not_weaker_independent_runs"].passed
@@ -134,7 +133,7 @@ def test_points_outside_the_ball_are_refused():
 
 
 def test_acknowledged_masking_is_reported_not_enforced_and_nothing_else_is_waived():
-    from aaa_core.suite import split_checks
+    from aaa_core.evaluation.suite import split_checks
     checks = suite_checks(0.99, 0.98, make_results(square=0.3), GOOD_CURVE, CFG, 100)
     enforced, masking = split_checks(checks, masking_acknowledged=False)
     assert [c.name for c in masking] == ["no_masked_gradients:square"] and any(not c.passed for c in enforced)
@@ -161,10 +160,10 @@ def test_every_attack_and_every_restart_draws_its_own_random_start(monkeypatch):
     over them counts one start twice and the noise check can be an attack's own step 0. Every random stream the
     suite opens (aaa_core generators, torchattacks' seeds) is seeded differently, and every PGD start differs."""
     import aaa_core.attacks
-    import aaa_core.evaluate
-    import aaa_core.suite
+    import aaa_core.evaluation.flags
+    import aaa_core.evaluation.suite
     from aaa_core.attacks import PGDConfig
-    from aaa_core.evaluate import robust_flags
+    from aaa_core.evaluation.flags import robust_flags
     from aaa_core.runtime import generator
 
     opened, starts = [], []     # seeds of every random stream, every PGD random start (as noise in [-1, 1])
@@ -173,7 +172,7 @@ def test_every_attack_and_every_restart_draws_its_own_random_start(monkeypatch):
         opened.append(seed)
         return generator(seed, device)
 
-    original_torchattacks, original_start = aaa_core.suite._torchattacks, aaa_core.attacks.random_start_linf
+    original_torchattacks, original_start = aaa_core.evaluation.suite._torchattacks, aaa_core.attacks.random_start_linf
 
     def recording_torchattacks(kind, model, cfg, seed):
         opened.append(seed)   # APGD and Square seed torch's global generator with it for their own start
@@ -184,9 +183,9 @@ def test_every_attack_and_every_restart_draws_its_own_random_start(monkeypatch):
         starts.append((start - x) / eps)   # x lies in [0.25, 0.75] and eps <= 0.25: no clipping at [0, 1]
         return start
 
-    for module in (aaa_core.evaluate, aaa_core.suite):
+    for module in (aaa_core.evaluation.flags, aaa_core.evaluation.suite):
         monkeypatch.setattr(module, "make_generator", recording_generator)
-    monkeypatch.setattr(aaa_core.suite, "_torchattacks", recording_torchattacks)
+    monkeypatch.setattr(aaa_core.evaluation.suite, "_torchattacks", recording_torchattacks)
     monkeypatch.setattr(aaa_core.attacks, "random_start_linf", recording_start)
 
     model, source = tiny_model(0), tiny_model(1)

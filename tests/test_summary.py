@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from aaa_core.verdicts import exact_two_sided_p
+from aaa_core.stats import exact_two_sided_p
 from stages.summarize import main
 
 N = 300                                   # examples of every record: accuracies like 0.8533 that need rounding

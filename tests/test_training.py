@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from aaa_core.attacks import pgd
-from aaa_core.checkpoints import load_model, save_model
-from aaa_core.losses import get_loss
+from aaa_core.models.checkpoints import load_model, save_model
+from aaa_core.training.losses import get_loss
 from aaa_core.models import Normalize, build
 from aaa_core.runtime import Resume
-from aaa_core.training import TrainConfig, train_ae, train_classifier
+from aaa_core.training.loops import TrainConfig, train_ae, train_classifier
 
 CFG = TrainConfig(epochs=1, batch_size=32, lr=0.002, lr_patience=5, seed=0, epoch_images=128)
 
@@ -102,7 +102,7 @@ def test_checkpoint_describes_itself_and_loads_weights_only(tmp_path):
 
 
 def test_interrupted_write_leaves_nothing(tmp_path):
-    from aaa_core.checkpoints import atomic_path
+    from aaa_core.io import atomic_path
     target = tmp_path / "out.json"
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
@@ -125,7 +125,7 @@ def test_madry_eps_ramp_grows_linearly_then_holds(mnist):
 
 
 def test_augment_batch_crops_and_flips_within_the_padded_image():
-    from aaa_core.training import augment_batch
+    from aaa_core.training.loops import augment_batch
     x = torch.rand(64, 3, 8, 8)
     out = augment_batch(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape

@@ -1,4 +1,4 @@
-"""aaa_core.verdicts and the renderers that use it: the exact paired test on known counts, the stratified test
+"""aaa_core.reporting.verdicts and the renderers that use it: the exact paired test on known counts, the stratified test
 across seeds, pairing refused on different example sets, the collapse rule, and no "tie" in any report.
 
 Every expected p-value is computed here from the binomial distribution with math.comb, never by the code under
@@ -18,8 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 from aaa_core.errors import AAAError
-from aaa_core.verdicts import (ALPHA, NO_FLAGS, Discordant, Scored, collapse_reason, example_count, example_set,
-                               format_p, judge, judge_pooled, mcnemar, percent, pooled, words)
+from aaa_core.reporting.verdicts import (ALPHA, NO_FLAGS, Scored, collapse_reason, example_count, example_set, format_p, judge, judge_pooled, percent, words)
+from aaa_core.stats import Discordant, mcnemar, pooled
 
 ROOT = Path(__file__).resolve().parents[1]
 TIE = re.compile(r"\bties?\b", re.IGNORECASE)
@@ -177,7 +177,7 @@ def evaluate_record(loss, mode, natural, robust, flags=None, natural_flags=None,
 
 
 def test_the_table_verdict_against_madry_is_paired_and_never_a_tie():
-    from aaa_core.report import table, versus_madry
+    from aaa_core.reporting.tables import table, versus_madry
 
     # 75% against 61% on 100 examples: the Wilson intervals overlap (the old rule: "a tie"), the pairing does not
     aaa_flags, madry_flags = paired_flags(15, 1, both=60, neither=24)
@@ -205,7 +205,7 @@ def test_the_table_verdict_against_madry_is_paired_and_never_a_tie():
 
 
 def test_the_robustness_verdict_and_the_knn_verdict_are_paired():
-    from aaa_core.report import knn_versus_plain, verdict
+    from aaa_core.reporting.tables import knn_versus_plain, verdict
 
     def suite(loss, mode, worst, flags, spec):
         m = evaluate_record(loss, mode, 0.97, 0.0)
@@ -297,7 +297,8 @@ def test_the_comparison_pools_the_seeds_and_never_says_tie(tmp_path, monkeypatch
 
     # the comparison params file's schema is not under test here
     monkeypatch.setattr(render_comparison, "load_comparison",
-                        lambda path, dataset, scale: SimpleNamespace(seed_offsets=[1, 2], autoattack_subset=100))
+                        lambda path, dataset, scale: SimpleNamespace(seed_offsets=[1, 2], autoattack_subset=100,
+                                                                        autoattack_steps=100, autoattack_square_queries=5000))
     comparison_metrics(tmp_path / "study", tmp_path / "comp", {0: (1, 5), 1: (0, 5), 2: (0, 5)})
     (tmp_path / "c.yaml").write_text("{}")
     result = CliRunner().invoke(render_comparison.main, [
@@ -358,7 +359,7 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
 
 
 def test_the_summary_marks_collapse_and_adds_the_paired_headline(tmp_path):
-    from aaa_core.summary import aaa_vs_madry_table, summarize
+    from aaa_core.reporting.summary import aaa_vs_madry_table, summarize
 
     aaa_flags, madry_flags = paired_flags(1, 15, both=60, neither=24)
     (tmp_path / "evaluate").mkdir()

@@ -17,11 +17,12 @@ from torch import nn
 
 from aaa_core.models.compose import Defended, Normalize, freeze
 
-_SHARED = {"compose"}
+# the modules of this package that are not a dataset's zoo
+_SHARED = {"compose", "checkpoints", "external", "generic"}
 
 
-def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[str, set[str]], dict[str, dict]]:
-    registry, autoencoders, ae_params = {}, {}, {}
+def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[str, set[str]], dict[str, dict], dict]:
+    registry, autoencoders, ae_params, data_specs = {}, {}, {}, {}
     for info in pkgutil.iter_modules(__path__):
         if info.name in _SHARED or info.name.startswith("_"):
             continue
@@ -29,10 +30,12 @@ def _discover() -> tuple[dict[str, dict[str, Callable[..., nn.Module]]], dict[st
         registry[info.name] = {**module.CLASSIFIERS, **module.AUTOENCODERS}
         autoencoders[info.name] = set(module.AUTOENCODERS)
         ae_params[info.name] = dict(getattr(module, "AE_PARAMS", {}))
-    return registry, autoencoders, ae_params
+        if getattr(module, "DATA", None) is not None:   # its sources (aaa_core.data.DatasetSpec)
+            data_specs[info.name] = module.DATA
+    return registry, autoencoders, ae_params, data_specs
 
 
-REGISTRY, AUTOENCODERS, _AE_PARAMS = _discover()
+REGISTRY, AUTOENCODERS, _AE_PARAMS, DATA_SPECS = _discover()
 
 
 def ae_kwargs(dataset: str, config) -> dict:
@@ -50,6 +53,11 @@ def is_autoencoder(dataset: str, name: str) -> bool:
     return name in AUTOENCODERS.get(dataset, set())
 
 
+def zoo_classifiers(dataset: str) -> list[str]:
+    """The classifier architectures of ``dataset``'s zoo (every model that is not an autoencoder)."""
+    return [name for name in list_models(dataset) if not is_autoencoder(dataset, name)]
+
+
 def _zoo(dataset: str) -> dict[str, Callable[..., nn.Module]]:
     try:
         return REGISTRY[dataset]
@@ -65,4 +73,5 @@ def build(dataset: str, name: str, **kwargs) -> nn.Module:
     return zoo[name](**kwargs)
 
 
-__all__ = ["REGISTRY", "AUTOENCODERS", "Defended", "Normalize", "ae_kwargs", "build", "freeze", "is_autoencoder", "list_models"]
+__all__ = ["REGISTRY", "AUTOENCODERS", "Defended", "Normalize", "ae_kwargs", "build", "freeze", "is_autoencoder", "list_models",
+           "zoo_classifiers"]

@@ -12,7 +12,7 @@ from aaa_core import distributed
 from aaa_core.attacks import PGDConfig
 from aaa_core.models import build
 from aaa_core.runtime import Resume
-from aaa_core.training import TrainConfig, train_classifier, training_attack
+from aaa_core.training.loops import TrainConfig, train_classifier, training_attack
 
 
 def data():

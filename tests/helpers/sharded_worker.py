@@ -1,11 +1,12 @@
-"""Run under torchrun by tests/test_sharded.py: the evaluation attacks of aaa_core.sharded on a small model and
+"""Run under torchrun by tests/test_sharded.py: the evaluation attacks of aaa_core.evaluation.sharded on a small model and
 synthetic data, in N processes. Usage: sharded_worker.py OUT; every rank checks it holds the whole result, rank 0
 saves {name: tensor} to OUT."""
 import sys
 
 import torch
 
-from aaa_core import distributed, sharded
+from aaa_core import distributed
+from aaa_core.evaluation import sharded
 from aaa_core.attacks import PGDConfig
 
 
@@ -24,7 +25,7 @@ BATCH = 16                                                      # 150 rows: 10 b
 
 
 def evaluate(model, x, y, api) -> dict[str, torch.Tensor]:
-    """The protocol's four calls through ``api`` (aaa_core.sharded, or aaa_core.evaluate for the reference)."""
+    """The protocol's four calls through ``api`` (aaa_core.evaluation.sharded, or aaa_core.evaluation.flags for the reference)."""
     flags = api.robust_flags(model, x, y, ATTACK, record_at=[1], seed=5, batch_size=BATCH)
     return {"robust1": flags[1], "robust2": flags[2],
             "transfer": api.transfer_flags(model, model, x, y, ATTACK, seed=6, batch_size=BATCH),

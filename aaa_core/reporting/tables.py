@@ -6,16 +6,31 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from aaa_core.config import AE_LOSSES
+from aaa_core.reporting.verdicts import (
+    Scored,
+    classifier_naturals,
+    classifier_of,
+    collapse_of,
+    collapse_reason,
+    collapsed_mark,
+    example_count,
+    example_set,
+    judge,
+)
+from aaa_core.stats import wilson_interval
 
-from aaa_core.stats import wilson_interval  # noqa: E402
-from aaa_core.verdicts import (Scored, classifier_naturals, classifier_of, collapse_of, collapse_reason,  # noqa: E402
-                               collapsed_mark, example_count, example_set, judge)
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported where a figure is drawn (not by every table)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 PAPER_KEYS = {"natural": "natural", "pgd40": "pgd40", "pgd200": "pgd200"}
 
@@ -34,6 +49,7 @@ def row_key(m: dict) -> str:
 
 ROW_LABELS = {"natural_training": "Natural training", "adversarial_training": "Adversarial training (Madry)",
               "aaa_ce": "AAA, L_ce", "aaa_mse": "AAA, L_mse", "aaa_ce_mse": "AAA, L_ce+mse"}
+ROW_LABELS.update({f"aaa_{loss}": f"AAA, L_{loss}" for loss in AE_LOSSES if f"aaa_{loss}" not in ROW_LABELS})
 
 
 def fmt_eps(eps: float) -> str:
@@ -149,7 +165,7 @@ def table(rows: list[dict], paper: dict, headline: str, classifier_arch: str, st
     so for each AE loss of ``not_run`` (losses the study did not train)."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
     order = ["natural_training", "adversarial_training", f"aaa_{headline}"] + \
-        [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
+        [f"aaa_{loss}" for loss in AE_LOSSES if loss != headline]
     selected.sort(key=lambda m: order.index(row_key(m)))
     alone = classifier_naturals(rows)
     records = []
@@ -234,6 +250,7 @@ def _sizes(rows: list[dict]) -> str:
 def reconstruction_figure(examples: list[dict], out: Path) -> None:
     """Rows: clean, AE(clean), adversarial, AE(adversarial) for each AE loss; columns: test images."""
     n = len(examples[0]["clean"])
+    plt = pyplot()
     fig, axes = plt.subplots(4 * len(examples), n, figsize=(n * 0.9, 4 * len(examples) * 0.95))
     for block, ex in enumerate(examples):
         rows = [("clean", ex["clean"]), ("AE(clean)", ex["recon_clean"]),
@@ -257,6 +274,7 @@ def reconstruction_figure(examples: list[dict], out: Path) -> None:
 
 def curve_figure(curves: dict[str, list[dict]], title: str, out: Path) -> None:
     """Robust accuracy against eps, one line per model; points are dicts with eps and accuracy."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, points in curves.items():
         ax.plot([p["eps"] for p in points], [100 * p["accuracy"] for p in points], marker="o", markersize=3,
@@ -279,6 +297,8 @@ def sweep_figure(sweep: dict, out: Path) -> None:
 
 def load_examples(folder: Path, headline: str, classifier_arch: str) -> list[dict]:
     """The saved figure examples of every AE evaluated on ``classifier_arch``, headline loss first."""
+    import torch
+
     examples = [torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))]
     examples = [e for e in examples if e["classifier_arch"] == classifier_arch]
     if not examples:
@@ -287,7 +307,7 @@ def load_examples(folder: Path, headline: str, classifier_arch: str) -> list[dic
     return sorted(examples, key=lambda e: (e["ae_loss"] != headline, e["ae_loss"]))
 
 
-PIPELINE_ORDER = ["natural_training", "adversarial_training", "aaa_ce", "aaa_mse", "aaa_ce_mse"]
+PIPELINE_ORDER = ["natural_training", "adversarial_training", *(f"aaa_{loss}" for loss in AE_LOSSES)]
 
 
 def _pipeline_label(m: dict) -> str:
@@ -395,7 +415,7 @@ def knn_table(rows: list[dict], paper: dict, headline: str, classifier_arch: str
     ran) and the worst case (per example, over every attack that ran); with ``alone`` (the classifiers' natural
     accuracy alone, ``verdicts.classifier_naturals``), a collapsed pipeline is marked."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch]
-    order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
+    order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in AE_LOSSES if loss != headline]
     selected.sort(key=lambda m: order.index(f"aaa_{m['pipeline']['ae_loss']}"))
     records = []
     for m in selected:
@@ -440,7 +460,7 @@ def knn_versus_plain(rows: list[dict], headline: str, classifier_arch: str, step
     natural accuracy alone), a collapsed kNN pipeline or plain AE is marked and left out."""
     selected = [m for m in rows if m["pipeline"]["classifier_arch"] == classifier_arch
                 and "plain_ae_same_examples" in m["robust_accuracy"]]
-    order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in ("ce", "mse", "ce_mse") if loss != headline]
+    order = [f"aaa_{headline}"] + [f"aaa_{loss}" for loss in AE_LOSSES if loss != headline]
     selected.sort(key=lambda m: order.index(f"aaa_{m['pipeline']['ae_loss']}"))
     records = []
     for m in selected:

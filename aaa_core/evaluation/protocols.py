@@ -4,9 +4,9 @@ Natural accuracy on the whole test set and on the first ``subset`` images; white
 whole pipeline at every step count of ``threat.eval_steps`` (one run recorded at each count: an example is
 robust only if no iterate up to the count fools it); and the sanity checks that must be able to fail:
 accuracy near zero at a huge eps, uniform noise weaker than the attack, independent runs with more steps not
-weaker (``aaa_core.checks``), and for an AE pipeline, white-box PGD at least as strong as the same PGD crafted
+weaker (``aaa_core.evaluation.checks``), and for an AE pipeline, white-box PGD at least as strong as the same PGD crafted
 on the undefended classifier and transferred. ``stages/evaluate.py`` loads, calls, writes. Under torchrun
-every attack is sharded over the processes (``aaa_core.sharded``), with the one-process numbers.
+every attack is sharded over the processes (``aaa_core.evaluation.sharded``), with the one-process numbers.
 """
 from __future__ import annotations
 
@@ -15,12 +15,22 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.checks import check_more_steps_not_weaker
-from aaa_core.evaluate import (Check, check_high_eps, check_noise_weaker, check_whitebox_beats_transfer,
-                               constant_output)
+from aaa_core.evaluation.checks import (
+    Check,
+    check_high_eps,
+    check_more_steps_not_weaker,
+    check_noise_weaker,
+    check_whitebox_beats_transfer,
+    constant_output,
+)
+from aaa_core.evaluation.sharded import (
+    noise_flags,
+    predictions,
+    robust_flags,
+    transfer_flags,
+)
 from aaa_core.runtime import attack_seed
 from aaa_core.stats import encode_flags
-from aaa_core.sharded import noise_flags, predictions, robust_flags, transfer_flags
 
 
 def _mean(flags: Tensor) -> float:

@@ -5,12 +5,12 @@ i mod N. Every random draw is the one-process run's: each rank walks the same se
 batch and makes the draw of each batch it skips (a random start costs nothing next to an attack), so batch
 i starts from the same point whichever rank attacks it. The per-example results are gathered in example
 order on every rank. With one process (no torchrun group) the loops are the plain ones of
-``aaa_core.evaluate`` (``robust_flags``, ``transfer_flags``, ``noise_flags``, ``predictions``), batch for batch
+``aaa_core.evaluation.flags`` (``robust_flags``, ``transfer_flags``, ``noise_flags``, ``predictions``), batch for batch
 and draw for draw: tests/test_sharded.py checks both, and that two gloo processes give the exact flags.
 "Exact" assumes every process computes a batch as one process would: the same number of threads per
 process on the CPU (torchrun starts each with one), identical GPUs with deterministic kernels on CUDA.
 
-Only the evaluate stage's protocol (``aaa_core.protocols``) runs sharded; the adaptive suite, kNN, the eps
+Only the evaluate stage's protocol (``aaa_core.evaluation.protocols``) runs sharded; the adaptive suite, kNN, the eps
 sweep and AutoAttack still run in one process.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ from torch import Tensor, nn
 
 from aaa_core import distributed
 from aaa_core.attacks import PGDConfig, pgd, pgd_until_fooled, random_start_linf
-from aaa_core.evaluate import predictions as _predict
+from aaa_core.evaluation.flags import predictions as _predict
 from aaa_core.progress import progress
 from aaa_core.runtime import generator as make_generator
 
-BATCH = 256   # aaa_core.evaluate's batch size (a test checks they agree): the batches, and so the draws, of one process
+BATCH = 256   # aaa_core.evaluation.flags's batch size (a test checks they agree): the batches, and so the draws, of one process
 
 
 def _batches(n: int, batch_size: int, rank: int, world: int) -> Iterator[tuple[int, slice, bool]]:
@@ -77,7 +77,7 @@ def local_robust_flags(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *
 
 def robust_flags(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, record_at: Sequence[int] = (),
                  seed: int = 0, batch_size: int = BATCH) -> dict[int, Tensor]:
-    """``aaa_core.evaluate.robust_flags`` over the ranks: per-example "never fooled" flags after each step
+    """``aaa_core.evaluation.flags.robust_flags`` over the ranks: per-example "never fooled" flags after each step
     count in ``record_at`` (and ``cfg.steps``), robust only if it survives every restart."""
     rank, world = _where()
     local = local_robust_flags(model, x, y, cfg, record_at=record_at, seed=seed, batch_size=batch_size,
@@ -102,7 +102,7 @@ def local_transfer_flags(source: nn.Module, target: nn.Module, x: Tensor, y: Ten
 
 def transfer_flags(source: nn.Module, target: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, seed: int = 0,
                    batch_size: int = BATCH) -> Tensor:
-    """``aaa_core.evaluate.transfer_flags`` over the ranks: PGD (final iterate) crafted on ``source``, scored
+    """``aaa_core.evaluation.flags.transfer_flags`` over the ranks: PGD (final iterate) crafted on ``source``, scored
     on ``target``."""
     rank, world = _where()
     return _merge(local_transfer_flags(source, target, x, y, cfg, seed=seed, batch_size=batch_size, rank=rank,
@@ -116,13 +116,13 @@ def local_predictions(model: nn.Module, x: Tensor, *, batch_size: int = BATCH, r
 
 
 def predictions(model: nn.Module, x: Tensor, batch_size: int = BATCH) -> Tensor:
-    """``aaa_core.evaluate.predictions`` over the ranks: the predicted class of every input."""
+    """``aaa_core.evaluation.flags.predictions`` over the ranks: the predicted class of every input."""
     rank, world = _where()
     return _merge(local_predictions(model, x, batch_size=batch_size, rank=rank, world=world), x.device)
 
 
 def noise_flags(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, seed: int = 0) -> Tensor:
-    """``aaa_core.evaluate.noise_flags`` over the ranks: the noise is drawn whole on every rank (as one process
+    """``aaa_core.evaluation.flags.noise_flags`` over the ranks: the noise is drawn whole on every rank (as one process
     draws it), each rank scores its batches."""
     generator = make_generator(seed, x.device)
     noise = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * eps

@@ -2,7 +2,7 @@
 
 The paper names black-box training as future work: the defender can query the classifier (read its
 logits or probabilities) but not differentiate through it. Two pieces make every training loop of
-``aaa_core.training`` work unchanged under that restriction:
+``aaa_core.training.loops`` work unchanged under that restriction:
 
 - ``QueryOnly`` wraps the classifier: its output comes back detached, every input image counts as one
   query, and any attempt to backpropagate through it raises ``BlackBoxGradientError``.
@@ -21,17 +21,12 @@ training attack is PGD on the zeroth-order gradient, and the AE's cross-entropy 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from aaa_core.config import Count, ParamsError, Range, Size, Step, _build
 from aaa_core.errors import AAAError
-from aaa_core.training import TrainConfig, pretrain_ae  # noqa: F401  (pretrain_ae: used by the study's stages)
 
 Output = Literal["logits", "probs"]
 
@@ -154,51 +149,3 @@ class ZeroOrder(nn.Module):
 def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Tensor:
     """The black box's predicted class for every image (one query each): a surrogate's training labels."""
     return torch.cat([blackbox.query(xb).argmax(1) for xb in x.split(batch_size)])
-
-
-
-# ---- the black-box study's own knobs: blackbox.yaml, a DVC params file beside params.yaml ----
-
-OUTPUTS = ("logits", "probs")
-
-
-@dataclass(frozen=True)
-class BlackboxConfig:
-    """One AE training budget shared by the black-box study's four trainings; the training attack's steps
-    and step are params.yaml's ``adversarial.<dataset>``."""
-    epochs: Count
-    epoch_images: Size         # images drawn per epoch (0 = all)
-    eps_ramp: Size             # iterations over which the training eps grows linearly from 0
-    warm_epochs: Size          # epochs of clean reconstruction before adversarial training (0 = none)
-    directions: Count          # q: random directions per zeroth-order gradient (q queries per image)
-    smoothing: Step            # mu: the L2 length of each probe's perturbation
-    output: str                # what the black box returns: logits or probs
-    surrogate: str             # the surrogate's architecture (of the dataset's zoo)
-
-
-def load_blackbox(path: str | Path, dataset: str, scale: str) -> BlackboxConfig:
-    """``<dataset>`` of the blackbox params file with ``scales.<scale>.<dataset>`` laid over it, checked like
-    params.yaml: an unknown, missing, mistyped or out-of-range key stops the stage with one line naming it."""
-    from aaa_core.models import is_autoencoder, list_models
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"params file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"params file {path} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
-    try:
-        if not isinstance(raw, dict) or not isinstance(raw.get(dataset), dict):
-            raise ParamsError(f"params: no {dataset} section")
-        overlay = ((raw.get("scales") or {}).get(scale) or {}).get(dataset) or {}
-        names = {k: f"scales.{scale}.{dataset}.{k}" for k in overlay}
-        cfg = _build(BlackboxConfig, {**raw[dataset], **overlay}, dataset, names)
-        if cfg.output not in OUTPUTS:
-            raise ParamsError(f"params: {dataset}.output = {cfg.output!r}: expected one of {', '.join(OUTPUTS)}")
-        if cfg.surrogate not in list_models(dataset) or is_autoencoder(dataset, cfg.surrogate):
-            raise ParamsError(f"params: {dataset}.surrogate = {cfg.surrogate!r}: expected a classifier of the "
-                              f"{dataset} zoo")
-        return cfg
-    except ParamsError as err:
-        raise ParamsError(f"{path}: {str(err).removeprefix('params: ')}") from None

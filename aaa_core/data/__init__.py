@@ -16,6 +16,25 @@ from typing import Callable
 import numpy as np
 import torch
 
+from aaa_core.config import DEVICE_NAMES as DEVICE_NAMES
+from aaa_core.errors import AAAError as AAAError
+from aaa_core.errors import CheckpointError as CheckpointError
+from aaa_core.errors import DataFileError
+from aaa_core.io import load_torch
+from aaa_core.io import save_torch as save_torch
+
+
+def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """The output of ``prepare_data``: float images in [0, 1], int64 labels, and where they came from, with the
+    images and labels resident on ``device`` (every dataset of the study fits in a GPU's memory)."""
+    raw = load_torch(path, what="prepared dataset", error=DataFileError)
+    expected = {"x_train", "y_train", "x_test", "y_test", "dataset", "label", "source"}
+    if not isinstance(raw, dict) or not expected <= set(raw):
+        raise DataFileError(f"{path}: not a prepared dataset (expected keys {sorted(expected)}); "
+                            "re-run the prepare_data stage")
+    return {**raw, "x_train": to_float(raw["x_train"]).to(device), "x_test": to_float(raw["x_test"]).to(device),
+            "y_train": raw["y_train"].to(device), "y_test": raw["y_test"].to(device)}
+
 
 class DataError(RuntimeError):
     """A dataset file that is missing, truncated or corrupt, or no usable source at all."""
@@ -202,10 +221,15 @@ DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion_mnist": FASHION_MNI
 
 
 def get_spec(dataset: str) -> DatasetSpec:
+    """The sources of ``dataset``: ``DATASETS`` (the paper's three), else ``DATA`` of its model-zoo module
+    (``aaa_core/models/<dataset>.py``), so that a new dataset's code lives in that one module."""
+    from aaa_core.models import DATA_SPECS
+
+    specs = {**DATA_SPECS, **DATASETS}
     try:
-        return DATASETS[dataset]
+        return specs[dataset]
     except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(specs)}") from None
 
 
 def read_idx(folder: Path, spec: IdxFile) -> np.ndarray:

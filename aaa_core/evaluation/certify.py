@@ -29,8 +29,8 @@ import torch
 from scipy.stats import binomtest, norm
 from torch import nn
 
-from aaa_core.checkpoints import atomic_path
-from aaa_core.custom import module_device
+from aaa_core.io import atomic_path
+from aaa_core.models.external import module_device
 from aaa_core.progress import progress
 from aaa_core.runtime import generator as seeded_generator
 from aaa_core.stats import wilson_interval

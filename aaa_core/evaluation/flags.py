@@ -6,7 +6,6 @@ of its inputs (the flags stay there too).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -14,16 +13,12 @@ from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd, pgd_until_fooled
 from aaa_core.progress import progress
-from aaa_core.runtime import attack_seed, generator as make_generator
-
+from aaa_core.runtime import attack_seed
+from aaa_core.runtime import generator as make_generator
 
 # Accuracies are float32 means of flags: 5 of 100 reads 0.0500000007, so a check at exactly its threshold
 # (accuracy <= 0.05) would fail. Every threshold comparison allows this much rounding, far below one example.
 ROUNDING = 1e-6
-
-
-class SanityError(AssertionError):
-    """A robustness number that cannot be trusted: the evaluation stops instead of reporting it."""
 
 
 @torch.no_grad()
@@ -73,68 +68,6 @@ def noise_flags(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, seed: int
     generator = make_generator(seed, x.device)
     noise = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * eps
     return correct_flags(model, (x + noise).clamp(0, 1), y)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail}
-
-
-def constant_output(pred: Tensor, y: Tensor, *, min_share: float = 0.95) -> dict | None:
-    """A degenerate pipeline: one class among at least ``min_share`` of its ``predictions`` on clean inputs
-    (labels ``y``), or None.
-
-    No attack can fool such a pipeline on the examples of that class (its output hardly depends on the
-    input), so its accuracy at any eps stays near that class's share of the labels: not masked gradients,
-    a collapsed model. Returns {"class", "share" of predictions, "label_share" of labels}.
-    """
-    counts = torch.bincount(pred)
-    cls = int(counts.argmax())
-    share = counts[cls].item() / len(pred)
-    if share < min_share:
-        return None
-    return {"class": cls, "share": share, "label_share": (y == cls).float().mean().item()}
-
-
-def check_high_eps(acc: float, eps: float, max_acc: float, constant: dict | None = None) -> Check:
-    """Accuracy near zero at a huge eps; for a constant-output pipeline, near its class's label share."""
-    limit, detail = max_acc, f"robust accuracy {acc:.4f} at eps {eps} must be <= {max_acc}"
-    if constant is not None:
-        limit += constant["label_share"]
-        detail += (f" + {constant['label_share']:.4f}: the pipeline is DEGENERATE, it predicts class "
-                   f"{constant['class']} for {constant['share']:.1%} of clean inputs, and no attack can fool it "
-                   "on that class's examples")
-    return Check("accuracy_near_zero_at_high_eps", acc <= limit + ROUNDING, detail)
-
-
-def check_steps_monotone(acc_by_steps: dict[int, float], what: str = "accuracy") -> Check:
-    """More PGD steps never raise accuracy; ``what`` names the accuracies in the detail."""
-    ordered = [acc_by_steps[k] for k in sorted(acc_by_steps)]
-    ok = all(b <= a + ROUNDING for a, b in zip(ordered, ordered[1:]))
-    return Check("more_steps_never_raise_accuracy", ok,
-                 f"{what} by steps " + ", ".join(f"{k}: {acc_by_steps[k]:.4f}" for k in sorted(acc_by_steps)))
-
-
-def check_whitebox_beats_transfer(whitebox: float, transfer: float, tolerance: float) -> Check:
-    return Check("whitebox_at_least_as_strong_as_transfer", whitebox <= transfer + tolerance + ROUNDING,
-                 f"white-box accuracy {whitebox:.4f} must be <= transfer accuracy {transfer:.4f} + {tolerance}; "
-                 "if not, gradients through the defence are probably masked")
-
-
-def check_noise_weaker(noise: float, robust: float) -> Check:
-    return Check("noise_weaker_than_attack", noise >= robust - ROUNDING,
-                 f"accuracy under uniform noise {noise:.4f} must be >= robust accuracy {robust:.4f}")
-
-
-def enforce(checks: Sequence[Check]) -> None:
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        raise SanityError("sanity check(s) failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
 
 def precision_gap(model: nn.Module, x: Tensor, y: Tensor, cfg: PGDConfig, *, seed: int = 0) -> dict:

@@ -16,10 +16,11 @@ from torch import Tensor, nn
 
 from aaa_core import distributed
 from aaa_core.attacks import pgd
-from aaa_core.losses import AELoss
 from aaa_core.models.compose import Defended, freeze
 from aaa_core.progress import progress
-from aaa_core.runtime import generator as make_generator, rng_state, set_rng_state
+from aaa_core.runtime import generator as make_generator
+from aaa_core.runtime import rng_state, set_rng_state
+from aaa_core.training.losses import AELoss
 
 # attack(model, x, y, generator, strength): strength in (0, 1] scales eps and step (1 = the full attack)
 Attack = Callable[[nn.Module, Tensor, Tensor, torch.Generator, float], Tensor]

@@ -8,7 +8,7 @@ the evaluate JSON, e.g. ``pgd200``) and, where the adaptive suite ran on it, the
 draw without a grouping column: one training file per model, one column per curve against eps. Whatever metrics
 file is missing (a partial DAG) is left out; only a missing ``evaluate`` folder is an error.
 
-An AE pipeline that has collapsed (natural accuracy below half of its classifier's alone, ``aaa_core.verdicts``)
+An AE pipeline that has collapsed (natural accuracy below half of its classifier's alone, ``aaa_core.reporting.verdicts``)
 carries ``"collapsed": true`` in its row and ``(collapsed)`` after its name in the bar chart's table. Where the
 metrics keep per-example flags, the headline adds the paired test of AAA against Madry (exact McNemar on the
 same examples): ``pgd_p``, ``pgd_aaa_only``, ``pgd_madry_only`` (and ``worst_...`` for the suite's worst case);
@@ -22,8 +22,15 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from aaa_core.checkpoints import atomic_path, write_json
-from aaa_core.verdicts import Scored, classifier_naturals, collapse_of, example_count, example_set, judge
+from aaa_core.io import atomic_path, write_json
+from aaa_core.reporting.verdicts import (
+    Scored,
+    classifier_naturals,
+    collapse_of,
+    example_count,
+    example_set,
+    judge,
+)
 
 DIGITS = 4
 # The headline entry's key, first in the file. `dvc exp show` keeps the file's order, but `dvc metrics show` and

@@ -20,12 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd_iterates
-from aaa_core.evaluate import ROUNDING, Check, correct_flags, robust_flags
+from aaa_core.evaluation.checks import Check
+from aaa_core.evaluation.flags import ROUNDING, correct_flags, robust_flags
+from aaa_core.evaluation.suite import check_in_ball
 from aaa_core.models import Defended
-from aaa_core.runtime import attack_seed, generator as make_generator
-from aaa_core.stats import encode_flags
-from aaa_core.suite import check_in_ball
-from aaa_core.verdicts import mcnemar
+from aaa_core.runtime import attack_seed
+from aaa_core.runtime import generator as make_generator
+from aaa_core.stats import encode_flags, mcnemar
 
 
 @torch.no_grad()
@@ -277,7 +278,7 @@ class KNNReport:
         out = {}
         for k in sorted(self.worst.get("knn", {})):
             counts = mcnemar(self.worst["knn"][k].tolist(), self.worst["plain_ae"][k].tolist())
-            out[f"pgd{k}"] = {"test": "exact two-sided McNemar (aaa_core.verdicts.mcnemar)",
+            out[f"pgd{k}"] = {"test": "exact two-sided McNemar (aaa_core.stats.mcnemar)",
                               "first": "knn worst case", "second": "plain_ae worst case",
                               "knn_only": counts.first_only, "plain_ae_only": counts.second_only,
                               "both": counts.both, "neither": counts.neither, "p_value": counts.p_value}

@@ -17,12 +17,23 @@ import torch
 from torch import Tensor, nn
 
 from aaa_core.attacks import PGDConfig, pgd
-from aaa_core.checks import check_more_steps_not_weaker
+from aaa_core.evaluation.checks import (
+    Check,
+    check_high_eps,
+    check_more_steps_not_weaker,
+    constant_output,
+)
+from aaa_core.evaluation.flags import (
+    ROUNDING,
+    correct_flags,
+    noise_flags,
+    predictions,
+    robust_flags,
+)
 from aaa_core.progress import progress
-from aaa_core.runtime import attack_seed, generator as make_generator
+from aaa_core.runtime import attack_seed
+from aaa_core.runtime import generator as make_generator
 from aaa_core.stats import encode_flags
-from aaa_core.evaluate import (ROUNDING, Check, check_high_eps, constant_output, correct_flags,
-                               noise_flags, predictions, robust_flags)
 
 WHITE_BOX = "white-box"
 QUERY_ONLY = "query-only"
@@ -216,7 +227,7 @@ class SuiteReport:
     results: list[AttackResult]
     curve: list[dict]
     checks: list[Check] = field(default_factory=list)
-    constant: dict | None = None   # see aaa_core.evaluate.constant_output
+    constant: dict | None = None   # see aaa_core.evaluation.checks.constant_output
     independent: dict[int, Tensor] = field(default_factory=dict)   # the steps check's runs: steps -> flags
     independent_seeds: dict[int, int] = field(default_factory=dict)
     noise_seed: int | None = None
@@ -342,7 +353,7 @@ def evaluate_suite(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig, *,
 
 def paper_protocol_runs(model: nn.Module, x: Tensor, y: Tensor, cfg: SuiteConfig,
                         results: Sequence[AttackResult]) -> tuple[dict[int, Tensor], dict[int, int]]:
-    """The paper protocol's step counts as independent runs, for the steps check (aaa_core.checks).
+    """The paper protocol's step counts as independent runs, for the steps check (aaa_core.evaluation.checks).
 
     The longest is the suite's own pgdK-paper result; each shorter step count runs again from its own random
     start (``attack_seed(seed, "pgdK-independent")``), as the evaluate stage's check does. Returns
