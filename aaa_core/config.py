@@ -19,7 +19,7 @@ from typing import Annotated, Any, Iterator, Sequence, get_args, get_origin, get
 
 import yaml
 
-from aaa_core import DATASET_SIZES as DATASET_SIZES  # (train, test, classes) from aaa_core.DATASET_FACTS
+from aaa_core import DATASET_SIZES  # (train, test, classes) of each dataset: aaa_core.DATASET_FACTS
 from aaa_core.errors import AAAError
 
 AE_LOSSES = ("ce", "mse", "ce_mse")

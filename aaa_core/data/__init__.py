@@ -16,24 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from aaa_core.config import DEVICE_NAMES as DEVICE_NAMES
-from aaa_core.errors import AAAError as AAAError
-from aaa_core.errors import CheckpointError as CheckpointError
 from aaa_core.errors import DataFileError
 from aaa_core.io import load_torch
-from aaa_core.io import save_torch as save_torch
-
-
-def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """The output of ``prepare_data``: float images in [0, 1], int64 labels, and where they came from, with the
-    images and labels resident on ``device`` (every dataset of the study fits in a GPU's memory)."""
-    raw = load_torch(path, what="prepared dataset", error=DataFileError)
-    expected = {"x_train", "y_train", "x_test", "y_test", "dataset", "label", "source"}
-    if not isinstance(raw, dict) or not expected <= set(raw):
-        raise DataFileError(f"{path}: not a prepared dataset (expected keys {sorted(expected)}); "
-                            "re-run the prepare_data stage")
-    return {**raw, "x_train": to_float(raw["x_train"]).to(device), "x_test": to_float(raw["x_test"]).to(device),
-            "y_train": raw["y_train"].to(device), "y_test": raw["y_test"].to(device)}
 
 
 class DataError(RuntimeError):
@@ -350,3 +334,15 @@ def describe_subset(n_total: int, n: int, seed: int) -> dict:
     order = test_order(n_total, seed)[: n or n_total]
     return {"n": len(order), "seed": seed, "order": "aaa_core.data.test_order",
             "indices_sha256": hashlib.sha256(order.numpy().astype("<i8").tobytes()).hexdigest()}
+
+
+def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """The output of ``prepare_data``: float images in [0, 1], int64 labels, and where they came from, with the
+    images and labels resident on ``device`` (every dataset of the study fits in a GPU's memory)."""
+    raw = load_torch(path, what="prepared dataset", error=DataFileError)
+    expected = {"x_train", "y_train", "x_test", "y_test", "dataset", "label", "source"}
+    if not isinstance(raw, dict) or not expected <= set(raw):
+        raise DataFileError(f"{path}: not a prepared dataset (expected keys {sorted(expected)}); "
+                            "re-run the prepare_data stage")
+    return {**raw, "x_train": to_float(raw["x_train"]).to(device), "x_test": to_float(raw["x_test"]).to(device),
+            "y_train": raw["y_train"].to(device), "y_test": raw["y_test"].to(device)}
