@@ -87,23 +87,23 @@ def sub_once(pattern: str, repl: str):
     return change
 
 
-def after_line(prefix: str, block: str):
-    """Insert ``block`` after the one line that starts with ``prefix``."""
+def _insert(prefix: str, block: str, after: bool):
+    """Insert ``block`` after (or before) the one line that starts with ``prefix``."""
     def change(text: str) -> str:
         lines = text.splitlines(keepends=True)
         hits = [i for i, line in enumerate(lines) if line.startswith(prefix)]
         assert len(hits) == 1, f"expected one line starting with {prefix!r}, found {len(hits)}"
-        return "".join(lines[:hits[0] + 1]) + block + "".join(lines[hits[0] + 1:])
+        at = hits[0] + after
+        return "".join(lines[:at]) + block + "".join(lines[at:])
     return change
+
+
+def after_line(prefix: str, block: str):
+    return _insert(prefix, block, after=True)
 
 
 def before_line(prefix: str, block: str):
-    def change(text: str) -> str:
-        lines = text.splitlines(keepends=True)
-        hits = [i for i, line in enumerate(lines) if line.startswith(prefix)]
-        assert len(hits) == 1, f"expected one line starting with {prefix!r}, found {len(hits)}"
-        return "".join(lines[:hits[0]]) + block + "".join(lines[hits[0]:])
-    return change
+    return _insert(prefix, block, after=False)
 
 
 def yaml_edit(change):
