@@ -1,4 +1,5 @@
-"""Files: atomic writes, JSON, byte-deterministic torch archives and content hashes.
+"""Files: atomic writes, JSON, byte-deterministic torch archives, content hashes and the certification TSV
+(Cohen's format, read here so that a renderer reads it without torch or scipy).
 
 The bottom layer of aaa_core: it imports nothing else of the project (torch only inside the two functions
 that need it), so a renderer that writes a JSON does not load model code. Every file is written to a
@@ -16,7 +17,7 @@ import textwrap
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 
@@ -105,3 +106,31 @@ def file_sha256(path: str | Path) -> str:
     """The file's content hash: what decides whether a resume state still fits its inputs (a path or an mtime
     would not see a classifier replaced in place)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---- the certification TSV (Cohen's format; aaa_core.evaluation.certify writes it) ----
+
+ABSTAIN = -1        # the predict column of an example on which the smoothed classifier abstained
+TSV_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
+
+
+def read_certify_tsv(path: str | Path) -> list[dict]:
+    """The rows of a certification TSV in Cohen's format at ``path``: per example {"idx", "label", "predict"
+    (int, ``ABSTAIN`` = -1), "radius" (float), "correct" (bool)}, in the file's order; the time column is left
+    out. Raises ``ValueError`` naming the file when the header is not Cohen's."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or lines[0].split("\t") != list(TSV_HEADER):
+        raise ValueError(f"{path}: expected the header {' '.join(TSV_HEADER)}")
+    rows = []
+    for line in lines[1:]:
+        idx, label, pred, radius, correct, _ = line.split("\t")
+        rows.append({"idx": int(idx), "label": int(label), "predict": int(pred), "radius": float(radius),
+                     "correct": correct == "1"})
+    return rows
+
+
+def certified_flags(rows: Sequence[dict], radius: float) -> list[int]:
+    """Per row of ``read_certify_tsv`` (in order), 1 where the smoothed pipeline is certified correct at L2
+    ``radius`` (not abstained, correct, certified radius at least ``radius``), else 0: the flags a paired test
+    reads."""
+    return [int(r["correct"] and r["predict"] != ABSTAIN and r["radius"] >= radius) for r in rows]

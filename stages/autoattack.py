@@ -17,9 +17,9 @@ from aaa_core.config import load_params
 from aaa_core.data import describe_subset, test_subset
 from aaa_core.runtime import describe_runtime, resolve_device, seed_everything
 from aaa_core.data import load_prepared
+from aaa_core.models.checkpoints import load_pipeline
 from stages._common import write_metrics
 from stages._cli import input_file, output_file, params_file, run
-from stages.robustness import load_pipeline
 
 
 @click.command()

@@ -8,7 +8,6 @@ is done, and the metrics file last: a stage that fails midway leaves none of its
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -22,25 +21,9 @@ from aaa_core.data import describe_subset, test_order, test_subset
 from aaa_core.errors import AAAError
 from aaa_core.runtime import attack_seed, describe_runtime, resolve_device, seed_everything
 from aaa_core.data import load_prepared
-from stages._common import write_metrics
+from aaa_core.models.checkpoints import load_pipeline
+from stages._common import named_specs, write_metrics
 from stages._cli import input_file, output_file, params_file, run
-from stages.robustness import load_pipeline
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def parse_pipelines(items: tuple[str, ...]) -> dict[str, str]:
-    """``NAME=SPEC`` options as {name: spec}, names unique and fit for a file name."""
-    pipelines: dict[str, str] = {}
-    for item in items:
-        name, sep, spec = item.partition("=")
-        if not sep or not spec or not NAME.match(name):
-            raise click.BadParameter(f"{item!r}: expected NAME=CLASSIFIER.pt or NAME=AE.pt+CLASSIFIER.pt, NAME made "
-                                     "of letters, digits, '_', '.' and '-'", param_hint="--pipeline")
-        if name in pipelines:
-            raise click.BadParameter(f"{name!r} is given twice", param_hint="--pipeline")
-        pipelines[name] = spec
-    return pipelines
 
 
 def tsv_name(name: str, sigma: float) -> str:
@@ -71,7 +54,7 @@ def publish(staging: Path, out_dir: Path) -> None:
 def main(dataset: str, pipeline_items: tuple[str, ...], sigma_options: tuple[float, ...], data_path: Path,
          out_dir: Path, metrics_path: Path, params_path: Path) -> None:
     start = time.perf_counter()
-    pipelines = parse_pipelines(pipeline_items)
+    pipelines = named_specs(pipeline_items, "--pipeline")
     params = load_params(params_path)
     budget = params.section("certify", dataset)
     sigmas = list(dict.fromkeys(sigma_options or budget.sigmas))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import NormalDist
 
 import click
-from scipy.stats import norm
 
-from aaa_core.evaluation.certify import certified_flags, read_tsv
-from aaa_core.io import atomic_path
+from aaa_core.io import atomic_path, certified_flags, read_certify_tsv
 from aaa_core.config import load_params
 from aaa_core.reporting.tables import pyplot
 from aaa_core.stats import percent_with_interval
@@ -48,7 +47,18 @@ def label(name: str, loss: str) -> str:
     return f"AAA (ae_{loss})" if name == f"ae_{loss}-dnn" else LABELS.get(name, name)
 
 
-def section(metrics_root: Path, tsv_root: Path, dataset: str, m: dict, loss: str, figure: Path, out: Path) -> list[str]:
+def read_runs(tsv_root: Path, dataset: str, m: dict) -> dict[str, dict[str, list[dict]]]:
+    """Every pipeline's TSV rows at every sigma of the metrics record ``m`` (certify.json), each file read once:
+    ``{pipeline: {sigma key: rows of <tsv_root>/<dataset>/<pipeline>-sigma<key>.tsv}}``."""
+    return {name: {key: read_certify_tsv(tsv_root / dataset / f"{name}-sigma{key}.tsv") for key in p["sigmas"]}
+            for name, p in m["pipelines"].items()}
+
+
+def section(metrics_root: Path, runs: dict[str, dict[str, list[dict]]], dataset: str, m: dict, loss: str,
+            figure: Path, out: Path) -> list[str]:
+    """The report's lines of one dataset: the certified-accuracy table of the metrics record ``m`` (certify.json),
+    the figure's link and the paired verdicts of AAA against each other pipeline from the TSV rows ``runs``
+    (``read_runs``)."""
     s = m["settings"]
     radii = s["radii"]
     lines = [f"## {m['label']}", "",
@@ -56,7 +66,7 @@ def section(metrics_root: Path, tsv_root: Path, dataset: str, m: dict, loss: str
              f"indices sha256 `{m['subset'].get('indices_sha256', '?')[:12]}`), n0 = {s['n0']} selection and n = "
              f"{s['n']} estimation samples per image, alpha = {s['alpha']} (one-sided Clopper-Pearson); every "
              f"pipeline on the same images and the same noise. With n = {s['n']} no radius can exceed "
-             f"{norm.ppf(s['alpha'] ** (1 / s['n'])):.2f} sigma (every sample correct); the paper-scale setting is n = "
+             f"{NormalDist().inv_cdf(s['alpha'] ** (1 / s['n'])):.2f} sigma (every sample correct); the paper-scale setting is n = "
              "100,000. Certified accuracy "
              "at radius r: the smoothed pipeline is correct, does not abstain, and its certified L2 radius (pixel "
              "units, images in [0, 1]) is at least r. Percent with 95% Wilson interval. The last column is the "
@@ -77,11 +87,11 @@ def section(metrics_root: Path, tsv_root: Path, dataset: str, m: dict, loss: str
     if aaa not in m["pipelines"]:
         return lines + ["- no AAA pipeline in the metrics", ""]
     for key in m["pipelines"][aaa]["sigmas"]:
-        ours = read_tsv(tsv_root / dataset / f"{aaa}-sigma{key}.tsv")
+        ours = runs[aaa][key]
         for name in m["pipelines"]:
             if name == aaa:
                 continue
-            theirs = read_tsv(tsv_root / dataset / f"{name}-sigma{key}.tsv")
+            theirs = runs[name][key]
             if [r["idx"] for r in ours] != [r["idx"] for r in theirs]:
                 lines.append(f"- sigma {key}, AAA against {label(name, loss)}: not paired (different images)")
                 continue
@@ -92,14 +102,15 @@ def section(metrics_root: Path, tsv_root: Path, dataset: str, m: dict, loss: str
     return lines + [""]
 
 
-def curve_figure(tsv_root: Path, dataset: str, m: dict, loss: str, path: Path) -> None:
-    """Certified accuracy against radius, a panel per sigma, a line per pipeline."""
+def curve_figure(runs: dict[str, dict[str, list[dict]]], m: dict, loss: str, path: Path) -> None:
+    """Certified accuracy against radius from the TSV rows ``runs`` (``read_runs``) of the metrics record ``m``,
+    a panel per sigma, a line per pipeline, written as a PNG to ``path``."""
     sigmas = list(next(iter(m["pipelines"].values()))["sigmas"])
     plt = pyplot()
     fig, axes = plt.subplots(1, len(sigmas), figsize=(4.5 * len(sigmas), 3.4), squeeze=False)
     for ax, key in zip(axes[0], sigmas):
         for name in m["pipelines"]:
-            rows = read_tsv(tsv_root / dataset / f"{name}-sigma{key}.tsv")
+            rows = runs[name][key]
             grid = [i * 0.02 for i in range(0, 76)]
             ax.plot(grid, [sum(certified_flags(rows, r)) / len(rows) for r in grid], label=label(name, loss))
         ax.set(title=f"{m['label']}, sigma {key}", xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1))
@@ -134,8 +145,9 @@ def main(metrics_root: Path, tsv_root: Path, out: Path, figures_dir: Path, param
         dataset = path.parent.name
         m = json.loads(path.read_text())
         figure = figures_dir / f"certify_{dataset}.png"
-        curve_figure(tsv_root, dataset, m, params.loss, figure)
-        lines += section(metrics_root, tsv_root, dataset, m, params.loss, figure, out)
+        runs = read_runs(tsv_root, dataset, m)
+        curve_figure(runs, m, params.loss, figure)
+        lines += section(metrics_root, runs, dataset, m, params.loss, figure, out)
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")

@@ -9,12 +9,14 @@ AAA and Madry are paired on the same examples by their per-example flags (natura
 ``natural_flags``; PGD: its ``robust_flags``; suite worst case: ``worst_case_flags``; AutoAttack: its
 ``robust_flags``), and the discordant counts are pooled over the seeds. A seed whose AAA has collapsed (natural
 accuracy below half of the natural source classifier's alone, ``<study-dir>/evaluate/<source>.json``) is left
-out and named.
+out and named. AutoAttack's version (standard or reduced) and settings are those its records give (what
+stages/autoattack.py ran), not comparison.yaml's.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -30,6 +32,16 @@ from stages._cli import output_file, params_file, run
 PUBLISHED = ("Madry et al.'s released MNIST model (PGD-40 adversarial training, 100,000 iterations of batch 50) "
              "under AutoAttack (standard, eps 0.3): 88.50% (Croce & Hein, 2020)")
 COLUMNS = {"natural": "natural", "pgd": "PGD", "worst": "suite worst case", "autoattack": "AutoAttack"}
+
+
+class AutoAttackRun(NamedTuple):
+    """The AutoAttack an AutoAttack metrics record ran: ``version`` ("standard" or "reduced", as
+    stages/autoattack.py decided it), the iterations of APGD-CE, APGD-T and FAB-T, their target classes, and
+    Square's queries."""
+    version: str
+    steps: int
+    targets: int
+    queries: int
 
 
 def counted(m: dict | None) -> dict | None:
@@ -132,10 +144,7 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
                "batches, training attack, validation split); the natural classifier is the study's. Every seed "
                "is scored on the same first test images by the same attacks: the study's PGD protocol "
                "(`evaluate`), the adaptive suite's worst case (`suite`) and AutoAttack"
-             + (" (standard version: " if (cfg.autoattack_steps, cfg.autoattack_square_queries) == (100, 5000)
-                else " (REDUCED, not the standard version's 100 iterations and 5,000 queries: ")
-             + f"APGD-CE, APGD-T and FAB-T on 9 target classes at {cfg.autoattack_steps} iterations, Square with "
-               f"{cfg.autoattack_square_queries:,} queries; torchattacks, the cascade of Croce & Hein).",
+             + autoattack_note(raw, names, comparison_dir) + ".",
              "",
              "Each accuracy: percent and its 95% Wilson interval over the examples; `mean +- sd` over seeds. "
              + ("The suite and AutoAttack ran on the same images, each taking its own worst case, so the "
@@ -160,10 +169,9 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
     lines += ["", f"For scale: {PUBLISHED}. That model had a far larger training budget than ours (see the "
               "study's budget caption), so only the gap between PGD and AutoAttack compares, not the levels.", ""]
     cascade = []
-    for side in (aaa, madry):
+    for key, side in (("aaa", aaa), ("madry", madry)):
         for seed in sorted(side.seeds):
-            folder = comparison_dir / f"s{seed}"
-            aa = read(folder / f"autoattack_{side.name}.json")
+            aa = raw[key][seed]["autoattack"]
             if aa is not None:
                 steps = ", ".join(f"{c['name']} {100 * c['accuracy_after']:.1f} ({c['seconds']:.0f} s)"
                                   for c in aa["cascade"])
@@ -179,6 +187,43 @@ def main(dataset: str, loss: str, source: str, study_dir: Path, comparison_dir: 
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines))
     click.echo(f"wrote {out}")
+
+
+def autoattack_run(record: dict) -> AutoAttackRun | None:
+    """What AutoAttack metrics ``record`` (stages/autoattack.py) ran: its ``attack.version`` and, from its
+    ``cascade``'s settings, APGD-CE's iterations, APGD-T's target classes and Square's queries; None where the
+    record lacks any of them."""
+    settings = {step.get("name"): step.get("settings") or {} for step in record.get("cascade") or []}
+    run_ = AutoAttackRun((record.get("attack") or {}).get("version"), settings.get("apgd-ce", {}).get("steps"),
+                         settings.get("apgd-t", {}).get("targets"), settings.get("square", {}).get("queries"))
+    return None if None in run_ else run_
+
+
+def autoattack_note(raw: dict[str, dict[int, dict]], names: dict[str, str], comparison_dir: Path) -> str:
+    """The report's parenthesis on the AutoAttack that every record of ``raw`` (side -> seed offset -> records)
+    ran, as the records give it (``autoattack_run``); "" where none records it. Raises ``AAAError`` naming the
+    records when they ran different settings, or only some record them."""
+    runs = {f"{names[key]} at seed offset {offset}": autoattack_run(r["autoattack"])
+            for key, seeds in raw.items() for offset, r in sorted(seeds.items()) if r["autoattack"] is not None}
+    found = set(runs.values())
+    if found <= {None}:
+        return ""
+    if len(found) > 1:
+        raise AAAError(f"{comparison_dir}: the AutoAttack records differ in version or settings ("
+                       + "; ".join(f"{where}: {describe_run(run_)}" for where, run_ in runs.items())
+                       + "); run `dvc repro comparison/dvc.yaml`")
+    run_ = found.pop()
+    return ((" (standard version: " if run_.version == "standard"
+             else " (REDUCED, not the standard version's 100 iterations and 5,000 queries: ")
+            + f"APGD-CE, APGD-T and FAB-T on {run_.targets} target classes at {run_.steps} iterations, Square with "
+              f"{run_.queries:,} queries; torchattacks, the cascade of Croce & Hein)")
+
+
+def describe_run(run_: AutoAttackRun | None) -> str:
+    """``run_`` in a few words for an error message; "not recorded" for None."""
+    if run_ is None:
+        return "not recorded"
+    return f"{run_.version}, {run_.steps} iterations, {run_.targets} targets, {run_.queries} queries"
 
 
 FINETUNED = "dnn_adv_ft"

@@ -6,60 +6,37 @@ is the user's page; tests/test_readme.py fails when its block differs from what 
 
 Per dataset: the headline AAA pipeline (params.yaml's ``loss`` AE on the source classifier) against Madry, under
 the paper's PGD protocol (its longest step count) and the adaptive suite's per-example worst case, each with its
-95% Wilson interval, and the exact paired verdict (``aaa_core.reporting.verdicts``) on the same examples.
+95% Wilson interval, and the exact paired verdict (``aaa_core.reporting.verdicts``) on the same examples: the
+headline that ``aaa_core.reporting.summary.headline_pairs`` gives the summary metrics too.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from aaa_core.config import load_params
 from aaa_core.errors import AAAError
-from aaa_core.stats import percent_with_interval
-from aaa_core.reporting.verdicts import Scored, classifier_naturals, collapse_of, example_count, example_set, judge
+from aaa_core.reporting.summary import SOURCE, headline_pairs, load_all
 from stages._cli import input_file, params_file, run
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
-SOURCES = {"mnist": "dnn", "fashion_mnist": "dnn", "cifar10": "resnet"}
 LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AAAError(f"{path}: missing; run `dvc repro` first") from None
-
-
-def _scored(name: str, m: dict, acc: float, flags: str | None, alone: dict[str, float]) -> Scored:
-    return Scored(name, acc, example_count(m), flags, example_set(m), collapse_of(m, alone))
-
-
 def headline_lines(metrics_root: Path, loss: str, scale: str) -> list[str]:
-    """The block's lines: one table row per dataset, then how to read it."""
+    """The block's lines from ``metrics_root`` (metrics/): per dataset a table row per measure of
+    ``aaa_core.reporting.summary.headline_pairs``, then how to read it. Raises ``AAAError`` naming the file when
+    a dataset's evaluate record of AAA, Madry or the source classifier alone is missing."""
     lines = ["| dataset | measure | AAA (`ae_" + loss + "`) | Madry | paired verdict |", "|---|---|---|---|---|"]
-    for ds, src in SOURCES.items():
+    for ds, src in SOURCE.items():
         folder = metrics_root / ds
-        aaa_name, madry_name = f"ae_{loss}-{src}", f"{src}_adv"
-        ev = {n: _read(folder / "evaluate" / f"{n}.json") for n in (aaa_name, madry_name, src)}
-        alone = classifier_naturals(ev.values())
-        steps = max(int(k[3:]) for k in ev[aaa_name]["robust_accuracy"])
-        rows = [(f"PGD-{steps}", {n: (ev[n], ev[n]["robust_accuracy"][f"pgd{steps}"],
-                                      (ev[n].get("robust_flags") or {}).get(f"pgd{steps}"))
-                                  for n in (aaa_name, madry_name)})]
-        suite = {n: folder / "robustness" / f"{n}.json" for n in (aaa_name, madry_name)}
-        if all(p.is_file() for p in suite.values()):
-            rb = {n: _read(p) for n, p in suite.items()}
-            rows.append(("suite worst case", {n: (rb[n], rb[n]["worst_case_accuracy"], rb[n].get("worst_case_flags"))
-                                              for n in rb}))
-        for measure, side in rows:
-            a, m = (_scored(n, *side[n], alone) for n in (aaa_name, madry_name))
-            cells = [percent_with_interval(s.accuracy, s.n) + f" (n={s.n})" for s in (a, m)]
-            verdict = judge(Scored("AAA", a.accuracy, a.n, a.flags, a.examples, a.collapsed),
-                            Scored("Madry", m.accuracy, m.n, m.flags, m.examples, m.collapsed))
-            lines.append(f"| {LABELS[ds]} | {measure} | {cells[0]} | {cells[1]} | {verdict.text} |")
+        for name in (f"ae_{loss}-{src}", f"{src}_adv", src):
+            if not (folder / "evaluate" / f"{name}.json").is_file():
+                raise AAAError(f"{folder / 'evaluate' / f'{name}.json'}: missing; run `dvc repro` first")
+        for pair in headline_pairs(load_all(folder), loss, src).values():
+            cells = [f"{side.interval} (n={side.n})" for side in (pair.aaa, pair.madry)]
+            lines.append(f"| {LABELS[ds]} | {pair.label} | {cells[0]} | {cells[1]} | {pair.verdict.text} |")
     lines += ["", f"Scale `{scale}`, rendered from `metrics/` by `python -m stages.render_readme`. Percent with "
               "95% Wilson intervals over the n test examples; the verdict is the exact two-sided McNemar test on "
               "the same examples (\"inconclusive\" means the test could not separate them, not that they are "

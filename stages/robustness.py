@@ -11,41 +11,16 @@ import time
 from pathlib import Path
 
 import click
-import torch
 
-from aaa_core.models.checkpoints import load_model
+from aaa_core.models.checkpoints import load_pipeline
 from aaa_core.io import write_json
 from aaa_core.config import load_params
 from aaa_core.data import describe_subset, test_subset
-from aaa_core.models import Defended
 from aaa_core.runtime import describe_runtime, resolve_device, seed_everything
 from aaa_core.data import load_prepared
 from aaa_core.evaluation.suite import evaluate_suite, split_checks, suite_config
-from stages._common import enforce_checks
+from stages._common import enforce_checks, named_specs
 from stages._cli import input_file, params_file, run
-
-
-def load_pipeline(spec: str, device: torch.device):
-    """'models/mnist/dnn.pt' or 'models/mnist/ae_mse.pt+models/mnist/dnn.pt' (AE + classifier)."""
-    parts = spec.split("+")
-    classifier, clf_info = load_model(parts[-1], kind="classifier", device=device)
-    if len(parts) == 1:
-        return classifier, clf_info, None
-    ae, ae_info = load_model(parts[0], kind="ae", device=device)
-    return Defended(ae, classifier).eval(), clf_info, ae_info
-
-
-def named_specs(items: tuple[str, ...], option: str) -> dict[str, str]:
-    """NAME=SPEC items as {name: spec}; a malformed one is a usage error naming the option."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected NAME=SPEC", param_hint=option)
-        name, spec = item.split("=", 1)
-        if name in out:
-            raise click.BadParameter(f"{name!r} is given twice", param_hint=option)
-        out[name] = spec
-    return out
 
 
 @click.command()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import pytest
 import torch
 import yaml
@@ -15,11 +18,13 @@ from scipy.stats import beta, binom, norm
 from torch import nn
 
 from aaa_core.evaluation.certify import (ABSTAIN, TSV_HEADER, Record, certified_accuracy, certify, certify_dataset, example_generator, lower_confidence_bound, predict, write_tsv)
+from aaa_core.io import certified_flags, read_certify_tsv
 from aaa_core.models.checkpoints import save_model
 from aaa_core.io import save_torch
 from aaa_core.config import ParamsError, load_params
 from aaa_core.models import build
 from aaa_core.stats import wilson_interval
+from stages._common import named_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 5, 5)          # 25 values: not a multiple of the 16 torch's CPU normal sampler works in
@@ -154,6 +159,29 @@ def test_the_tsv_is_cohens_format(tmp_path):
     assert not list(path.parent.glob(".*"))       # written through a temporary file, which is gone
 
 
+def test_the_tsv_reads_back_without_torch_and_flags_what_is_certified(tmp_path):
+    records = [Record(12, 3, 3, 0.7071, True, 1.5, 0.9), Record(40, 1, ABSTAIN, 0.0, False, 0.25, 0.3),
+               Record(7, 0, 2, 0.123456, False, 3725.0, 0.6), Record(9, 5, 5, 0.25, True, 1.0, 0.7)]
+    write_tsv(records, tmp_path / "c.tsv")
+    rows = read_certify_tsv(tmp_path / "c.tsv")
+    assert rows == [{"idx": 12, "label": 3, "predict": 3, "radius": 0.7071, "correct": True},
+                    {"idx": 40, "label": 1, "predict": ABSTAIN, "radius": 0.0, "correct": False},
+                    {"idx": 7, "label": 0, "predict": 2, "radius": 0.1235, "correct": False},
+                    {"idx": 9, "label": 5, "predict": 5, "radius": 0.25, "correct": True}]
+    assert certified_flags(rows, 0.0) == [1, 0, 0, 1] and certified_flags(rows, 0.25) == [1, 0, 0, 1]
+    assert certified_flags(rows, 0.5) == [1, 0, 0, 0]
+    (tmp_path / "bad.tsv").write_text("idx\tlabel\n1\t2\n")
+    with pytest.raises(ValueError, match="bad.tsv: expected the header idx label predict radius correct time"):
+        read_certify_tsv(tmp_path / "bad.tsv")
+
+
+def test_the_certify_renderer_loads_neither_torch_nor_scipy_nor_matplotlib():
+    code = ("import sys, stages.render_certify; "
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # --- the stage and the command, on stand-ins: random MNIST-shaped images, untrained models ---
 
 CERTIFY = {"subset": 4, "n0": 16, "n": 64, "alpha": 0.001, "batch_size": 32, "sigmas": [0.25, 0.5]}
@@ -207,6 +235,28 @@ def test_the_stage_certifies_every_pipeline_at_every_sigma(stand_ins):
     assert metrics["pipelines"]["ae_fc"]["ae_loss"] == "ce_mse" and metrics["seconds"] is not None
     tsv = list(csv.DictReader((stand_ins / "out" / "fc-sigma0.25.tsv").open(), delimiter="\t"))
     assert len(tsv) == 4 and {int(r["idx"]) for r in tsv} <= set(range(10))
+
+
+@pytest.mark.parametrize("item", ["fc", "=fc.pt", "fc=", "f c=fc.pt", "-fc=fc.pt", "fc/x=fc.pt"])
+def test_a_malformed_pipeline_option_is_refused_naming_it(item):
+    with pytest.raises(click.BadParameter, match="expected NAME=CLASSIFIER.pt or NAME=AE.pt") as err:
+        named_specs(("ok=a.pt+b.pt", item), "--pipeline")
+    assert err.value.param_hint == "--pipeline" and "\n" not in err.value.format_message()
+
+
+def test_pipeline_options_keep_their_order_and_refuse_a_name_given_twice():
+    assert named_specs(("b=x.pt", "a.1=ae.pt+x.pt"), "--run") == {"b": "x.pt", "a.1": "ae.pt+x.pt"}
+    with pytest.raises(click.BadParameter, match="'b' is given twice"):
+        named_specs(("b=x.pt", "b=y.pt"), "--run")
+
+
+def test_the_stage_refuses_a_malformed_pipeline_option_before_loading_anything(stand_ins):
+    args = ["--dataset", "mnist", "--data", stand_ins / "mnist.pt", "--params", params_file(stand_ins / "params.yaml"),
+            "--pipeline", "fc", "--out-dir", stand_ins / "out", "--metrics", stand_ins / "certify.json"]
+    from stages.certify import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2 and "Invalid value for --pipeline: 'fc': expected NAME=CLASSIFIER.pt" in result.output
 
 
 def test_a_stage_failing_midway_writes_nothing(stand_ins, monkeypatch):

@@ -180,6 +180,23 @@ def evaluate_metrics(natural, pgd, n=500):
             "robust_accuracy": {"pgd40": pgd + 0.01, "pgd200": pgd}}
 
 
+def autoattack_metrics(accuracy, natural, steps=autoattack.STANDARD_STEPS,
+                       queries=autoattack.STANDARD_SQUARE_QUERIES):
+    """An AutoAttack metrics record as stages/autoattack.py writes it (its version decided the stage's way), each
+    attack of the cascade leaving ``accuracy``."""
+    version = "standard" if (steps, queries) == (autoattack.STANDARD_STEPS, autoattack.STANDARD_SQUARE_QUERIES) \
+        else "reduced"
+    settings = {"apgd-ce": {"steps": steps, "restarts": 1, "loss": "ce"},
+                "apgd-t": {"steps": steps, "restarts": 1, "loss": "dlr-targeted", "targets": 9},
+                "fab-t": {"steps": steps, "restarts": 1, "targets": 9},
+                "square": {"queries": queries, "restarts": 1, "p_init": 0.8, "loss": "margin",
+                           "rescale_schedule": False}}
+    return {"attack": {"name": "AutoAttack", "version": version, "norm": "linf", "eps": 0.3},
+            "autoattack_accuracy": accuracy, "examples": 100, "natural_accuracy": natural,
+            "cascade": [{"name": name, "settings": {**kw, "eps": 0.3, "norm": "linf", "seed": 0},
+                         "accuracy_after": accuracy, "seconds": 1.0} for name, kw in settings.items()]}
+
+
 def fill(study: Path, comp: Path, offsets, aaa=(0.97, 0.75, 0.70, 0.50), madry=(0.97, 0.88, 0.85, 0.84)):
     for seed in (0, *offsets):
         for name, (nat, pgd, worst, aa) in (("ae_ce_mse-dnn", aaa), ("dnn_adv", madry)):
@@ -193,9 +210,7 @@ def fill(study: Path, comp: Path, offsets, aaa=(0.97, 0.75, 0.70, 0.50), madry=(
             else:
                 (folder / f"evaluate_{name}.json").write_text(json.dumps(ev))
                 (folder / f"robustness_{name}.json").write_text(json.dumps(rb))
-            (folder / f"autoattack_{name}.json").write_text(json.dumps(
-                {"autoattack_accuracy": aa, "examples": 100, "natural_accuracy": nat,
-                 "cascade": [{"name": "apgd-ce", "accuracy_after": aa, "seconds": 1.0}]}))
+            (folder / f"autoattack_{name}.json").write_text(json.dumps(autoattack_metrics(aa, nat)))
 
 
 def render(tmp_path, comp_file):
@@ -216,6 +231,8 @@ def test_the_report_gives_every_seed_mean_sd_and_the_verdict(tmp_path):
     table, cascade = text.split("AutoAttack's cascade")
     assert table.count("| ae_ce_mse-dnn |") == 4 and table.count("| dnn_adv |") == 4   # 3 seeds + mean
     assert cascade.count("| ae_ce_mse-dnn |") == 3 and "apgd-ce 50.0" in cascade
+    assert ("AutoAttack (standard version: APGD-CE, APGD-T and FAB-T on 9 target classes at 100 iterations, "
+            "Square with 5,000 queries;") in table
     assert "75.0 [71.0, 78.6]" in text                                                # PGD with its interval
     # these metrics keep no per-example flags: no verdict is invented (the paired verdicts: tests/test_verdicts.py)
     assert "- PGD: no per-example flags: not compared" in text
@@ -255,6 +272,44 @@ def test_autoattack_is_needed_at_the_studys_seed_only(tmp_path):
     (tmp_path / "comp/s0/autoattack_dnn_adv.json").unlink()
     result = render(tmp_path, comp_file)
     assert result.exit_code == 1 and "(0: autoattack)" in str(result.exception)
+
+
+def test_the_autoattack_version_is_the_records_not_the_params_files(tmp_path):
+    """comparison.yaml asks for the standard version, the records ran a reduced one: the report says what ran."""
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1], "autoattack_subset": 100}})
+    fill(tmp_path / "study", tmp_path / "comp", [1])
+    for path in (tmp_path / "comp").glob("s*/autoattack_*.json"):
+        path.write_text(json.dumps(autoattack_metrics(0.5, 0.97, steps=5, queries=50)))
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.md").read_text()
+    assert ("AutoAttack (REDUCED, not the standard version's 100 iterations and 5,000 queries: APGD-CE, APGD-T "
+            "and FAB-T on 9 target classes at 5 iterations, Square with 50 queries;") in text
+    assert "standard version:" not in text
+
+
+def test_autoattack_records_of_different_settings_stop_the_report_naming_them(tmp_path):
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1], "autoattack_subset": 100}})
+    fill(tmp_path / "study", tmp_path / "comp", [1])
+    (tmp_path / "comp/s0/autoattack_dnn_adv.json").write_text(
+        json.dumps(autoattack_metrics(0.84, 0.97, steps=5, queries=50)))
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 1 and not (tmp_path / "report.md").exists()
+    message = str(result.exception)
+    assert "differ in version or settings" in message and "dnn_adv at seed offset 0: reduced, 5 iterations" in message
+
+
+def test_autoattack_records_without_their_settings_leave_them_unsaid(tmp_path):
+    comp_file = write(tmp_path / "c.yaml", {"mnist": {"seed_offsets": [1], "autoattack_subset": 100}})
+    fill(tmp_path / "study", tmp_path / "comp", [1])
+    for path in (tmp_path / "comp").glob("s*/autoattack_*.json"):
+        record = json.loads(path.read_text())
+        del record["attack"]
+        path.write_text(json.dumps(record))
+    result = render(tmp_path, comp_file)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.md").read_text()
+    assert "the adaptive suite's worst case (`suite`) and AutoAttack.\n" in text and "100 iterations" not in text
 
 
 def test_seed_measurements_reads_the_largest_step_count():

@@ -252,3 +252,18 @@ def test_apgdt_is_fitted_to_the_classes_and_nothing_else_changes(classes, given)
         assert "4 other classes of a 5-class dataset" in apgdt["target_classes_limited"]
     else:
         assert apgdt["target_classes"] == 6 and "target_classes_limited" not in apgdt
+
+
+def test_the_robustness_stage_refuses_a_malformed_run_option_naming_it(tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from stages.robustness import main
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "data.pt").write_bytes(b"")
+    result = CliRunner().invoke(main, ["--dataset", "mnist", "--run", "dnn", "--metrics-dir", str(tmp_path / "out"),
+                                       "--data", str(tmp_path / "data.pt"), "--params", str(root / "params.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "--run" in result.output and "expected NAME=CLASSIFIER.pt or NAME=AE.pt+CLASSIFIER.pt" in result.output

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from aaa_core.reporting.summary import headline_pairs, load_all
 from aaa_core.stats import exact_two_sided_p
 from stages.summarize import main
 
@@ -180,6 +181,21 @@ def test_headline_first_and_compares_aaa_with_madry(summarized):
         "worst_madry_only": worst[1]}
     assert sum(pgd) > 0 and sum(worst) > 0   # the flags differ: the counts are not trivially zero
     assert len(text.splitlines()) < 60
+
+
+def test_the_readme_reads_the_headline_pairs_the_summary_records(summarized):
+    """stages.render_readme's rows are ``headline_pairs``: the source files' accuracies and counts, and the
+    discordant counts that the summary's ``_headline`` records."""
+    metrics, _, summary = summarized
+    pairs = headline_pairs(load_all(metrics), "ce_mse", "dnn")
+    assert {k: p.label for k, p in pairs.items()} == {"pgd": "PGD-200", "worst": "suite worst case"}
+    assert pairs["pgd"].aaa.accuracy == source(metrics, "evaluate/ae_ce_mse-dnn.json")["robust_accuracy"]["pgd200"]
+    assert pairs["worst"].madry.accuracy == source(metrics, "robustness/dnn_adv.json")["worst_case_accuracy"]
+    head = summary["_headline"]
+    for measure, pair in pairs.items():
+        assert (pair.aaa.name, pair.madry.name, pair.aaa.n, pair.madry.n) == ("AAA", "Madry", N, N)
+        assert (pair.verdict.counts.first_only, pair.verdict.counts.second_only) == \
+            (head[f"{measure}_aaa_only"], head[f"{measure}_madry_only"])
 
 
 def test_headline_loss_option_and_missing_worst(tmp_path):

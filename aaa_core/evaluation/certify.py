@@ -29,15 +29,13 @@ import torch
 from scipy.stats import binomtest, norm
 from torch import nn
 
-from aaa_core.io import atomic_path
+from aaa_core.io import ABSTAIN, TSV_HEADER, atomic_path
 from aaa_core.models.external import module_device
 from aaa_core.progress import progress
 from aaa_core.runtime import generator as seeded_generator
 from aaa_core.stats import wilson_interval
 
-ABSTAIN = -1
 NOISE_BLOCK = 1000          # samples per draw of noise, whatever the batch size
-TSV_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)   # where certified accuracy is reported by default (L2, pixel units)
 
 
@@ -221,7 +219,8 @@ def summarize(records: Sequence[Record], at_radii: Sequence[float] = RADII) -> d
 
 def format_tsv(records: Sequence[Record]) -> str:
     """The TSV Cohen's ``certify.py`` writes: a header ``idx label predict radius correct time``, then one line per
-    example (predict -1 = abstain, radius to 4 decimals, correct 0 or 1, time as H:MM:SS.ffffff)."""
+    example (predict -1 = abstain, radius to 4 decimals, correct 0 or 1, time as H:MM:SS.ffffff); read back by
+    ``aaa_core.io.read_certify_tsv``."""
     lines = ["\t".join(TSV_HEADER)]
     for r in records:
         lines.append(f"{r.idx}\t{r.label}\t{r.predict}\t{r.radius:.4f}\t{int(r.correct)}\t"
@@ -233,23 +232,3 @@ def write_tsv(records: Sequence[Record], path: str | Path) -> None:
     """Write ``format_tsv(records)`` to ``path``, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(format_tsv(records))
-
-
-def read_tsv(path: str | Path) -> list[dict]:
-    """The rows of a TSV in Cohen's format (``format_tsv``): idx, label, predict (int), radius (float), correct
-    (bool); the time column is left out. Raises ``ValueError`` naming the file when the header is not Cohen's."""
-    lines = Path(path).read_text().splitlines()
-    if not lines or lines[0].split("\t") != list(TSV_HEADER):
-        raise ValueError(f"{path}: expected the header {' '.join(TSV_HEADER)}")
-    rows = []
-    for line in lines[1:]:
-        idx, label, pred, radius, correct, _ = line.split("\t")
-        rows.append({"idx": int(idx), "label": int(label), "predict": int(pred), "radius": float(radius),
-                     "correct": correct == "1"})
-    return rows
-
-
-def certified_flags(rows: Sequence[dict], radius: float) -> list[int]:
-    """Per example (in the rows' order), 1 where the smoothed pipeline is certified correct at L2 ``radius``
-    (not abstained, correct, certified radius at least ``radius``), else 0: the flags a paired test reads."""
-    return [int(r["correct"] and r["predict"] != ABSTAIN and r["radius"] >= radius) for r in rows]

@@ -18,7 +18,7 @@ from torch import nn
 
 from aaa_core.errors import CheckpointError
 from aaa_core.io import REDO, _one_line, load_torch, save_torch
-from aaa_core.models import build
+from aaa_core.models import Defended, build
 
 REQUIRED = ("kind", "dataset", "arch", "arch_kwargs", "state_dict")
 
@@ -55,6 +55,18 @@ def load_model(path: str | Path, *, kind: str | None = None, dataset: str | None
     _check_description(Path(path), ckpt, kind, dataset)
     model = _rebuild(Path(path), ckpt)
     return model.to(device).eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def load_pipeline(spec: str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict, dict | None]:
+    """The pipeline that ``spec`` names: "CLASSIFIER.pt" (the classifier alone) or "AE.pt+CLASSIFIER.pt" (the AE in
+    front of the classifier, ``Defended``), each loaded by ``load_model`` as its kind. Returns (the pipeline in
+    eval mode on ``device``, the classifier's description, the AE's description or None)."""
+    parts = spec.split("+")
+    classifier, clf_info = load_model(parts[-1], kind="classifier", device=device)
+    if len(parts) == 1:
+        return classifier, clf_info, None
+    ae, ae_info = load_model(parts[0], kind="ae", device=device)
+    return Defended(ae, classifier).eval(), clf_info, ae_info
 
 
 def _check_description(path: Path, ckpt: Any, kind: str | None, dataset: str | None) -> None:

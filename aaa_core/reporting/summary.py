@@ -19,12 +19,14 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from aaa_core.io import atomic_path, write_json
 from aaa_core.reporting.verdicts import (
     Scored,
+    Verdict,
     classifier_naturals,
     collapse_of,
     example_count,
@@ -119,15 +121,27 @@ def _marked(row: dict, m: dict, alone: dict[str, float]) -> dict:
     return {**row, "collapsed": True} if collapse_of(m, alone) else row
 
 
-def paired_headline(folders: dict[str, dict[str, dict]], loss: str, source: str) -> dict:
-    """The headline's paired test of AAA against Madry where both records keep per-example flags on the same
-    examples: ``<measure>_p`` and the two discordant counts, for ``pgd`` (the evaluate records' ``robust_flags``
-    at the last step count) and ``worst`` (the suite's ``worst_case_flags``); ``aaa_collapsed`` where the
-    headline AE has collapsed. Nothing for what the metrics cannot pair."""
+@dataclass(frozen=True)
+class HeadlinePair:
+    """The headline AAA pipeline against Madry under one measure: ``label`` ("PGD-200", "suite worst case"),
+    each side's score (named "AAA" and "Madry") and the paired verdict (``verdicts.judge``) of AAA against Madry."""
+    label: str
+    aaa: Scored
+    madry: Scored
+    verdict: Verdict
+
+
+def headline_pairs(folders: dict[str, dict[str, dict]], loss: str, source: str) -> dict[str, HeadlinePair]:
+    """The headline AAA pipeline (``ae_<loss>-<source>``) against Madry (``<source>_adv``) from the metrics of one
+    dataset (``load_all``): ``"pgd"`` from the evaluate (or ensemble) records at the AAA record's last step count
+    (their ``robust_flags``), ``"worst"`` from the suite's records (their ``worst_case_flags``), each only where
+    both records exist. A side's ``collapsed`` is its collapse against its classifier alone
+    (``verdicts.collapse_of``), its ``n`` None where older metrics state no example count; a verdict without
+    per-example flags says so (``verdicts.judge``)."""
     aaa, madry = f"ae_{loss}-{source}", f"{source}_adv"
     records = {**folders["ensemble"], **folders["evaluate"]}
     alone = classifier_naturals(records.values())
-    out: dict = {}
+    out: dict[str, HeadlinePair] = {}
     pairs = {"pgd": (records.get(aaa), records.get(madry)),
              "worst": (folders["robustness"].get(aaa), folders["robustness"].get(madry))}
     for measure, (a, m) in pairs.items():
@@ -135,21 +149,39 @@ def paired_headline(folders: dict[str, dict[str, dict]], loss: str, source: str)
             continue
         if measure == "pgd":
             key = last_step_key(a["robust_accuracy"])
+            label = "PGD-" + re.search(r"\d+$", key).group()
             flags = [(r.get("robust_flags") or {}).get(key) for r in (a, m)]
             accs = [r["robust_accuracy"].get(key) for r in (a, m)]
         else:
+            label = "suite worst case"
             flags = [r.get("worst_case_flags") for r in (a, m)]
             accs = [r["worst_case_accuracy"] for r in (a, m)]
-        if collapse_of(a, alone):
+        sides = [Scored(name, acc, _example_count(r), f, example_set(r), collapse_of(r, alone))
+                 for name, r, acc, f in zip(("AAA", "Madry"), (a, m), accs, flags)]
+        out[measure] = HeadlinePair(label, *sides, judge(*sides))
+    return out
+
+
+def _example_count(record: dict) -> int | None:
+    """``verdicts.example_count`` of ``record``; None for older metrics that state no count (nor flags)."""
+    try:
+        return example_count(record)
+    except KeyError:
+        return None
+
+
+def paired_headline(folders: dict[str, dict[str, dict]], loss: str, source: str) -> dict:
+    """The headline's paired test of AAA against Madry (``headline_pairs``) where both records keep per-example
+    flags on the same examples: ``<measure>_p`` and the two discordant counts, for ``pgd`` and ``worst``;
+    ``aaa_collapsed`` where the headline AE has collapsed. Nothing for what the metrics cannot pair."""
+    out: dict = {}
+    for measure, pair in headline_pairs(folders, loss, source).items():
+        if pair.aaa.collapsed:
             out["aaa_collapsed"] = True
-        if None in flags or None in accs:   # older metrics: nothing to pair
-            continue
-        sides = [Scored(name, acc, example_count(r), f, example_set(r), collapse_of(r, alone))
-                 for name, r, acc, f in zip(("aaa", "madry"), (a, m), accs, flags)]
-        verdict = judge(*sides)
-        if verdict.counts is not None:
-            out.update({f"{measure}_p": _round(verdict.p), f"{measure}_aaa_only": verdict.counts.first_only,
-                        f"{measure}_madry_only": verdict.counts.second_only})
+        if pair.verdict.counts is None or None in (pair.aaa.accuracy, pair.madry.accuracy):
+            continue   # older metrics, a collapsed AE or other examples: nothing to pair
+        out.update({f"{measure}_p": _round(pair.verdict.p), f"{measure}_aaa_only": pair.verdict.counts.first_only,
+                    f"{measure}_madry_only": pair.verdict.counts.second_only})
     return out
 
 
