@@ -10,20 +10,7 @@ from aaa_core.training.query_only import BlackBoxGradientError, QueryOnly, ZeroO
 from aaa_core.training.losses import ce_mse
 from aaa_core.training.loops import TrainConfig, train_ae, training_attack
 from aaa_core.attacks import PGDConfig
-
-
-class TripwireError(RuntimeError):
-    pass
-
-
-class _Tripwire(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise TripwireError("a gradient went through the classifier")
+from tripwire import TripwireError, tripwire
 
 
 class Tripwired(nn.Module):
@@ -34,7 +21,7 @@ class Tripwired(nn.Module):
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
 
     def forward(self, x):
-        return self.net(_Tripwire.apply(x))
+        return self.net(tripwire(x))
 
 
 class TinyAE(nn.Module):
