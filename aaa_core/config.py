@@ -62,6 +62,12 @@ class DataConfig:
     user_dir: str          # folder holding the dataset's raw files; "" = none
     offline_dir: str       # where the setup command unpacks the offline fallbacks
     download: bool         # try the official download before the offline fallback
+    train_images: Size = 0   # training images kept, the first of the set (0 = all)
+    test_images: Size = 0    # test images kept, the first of the set (0 = all)
+
+    def sizes(self, n_train: int, n_test: int) -> tuple[int, int]:
+        """The training and test images a prepared dataset of ``n_train`` and ``n_test`` images keeps."""
+        return min(n_train, self.train_images or n_train), min(n_test, self.test_images or n_test)
 
 
 @dataclass(frozen=True)
@@ -297,8 +303,9 @@ def _mapping(raw: Any, where: str) -> dict:
     return raw
 
 
-def _resolve(raw: dict, scale: str, overlay: dict) -> dict[str, dict[str, Any]]:
-    """Every section of every dataset at ``scale``: the base values with ``overlay``'s keys replaced."""
+def _resolve(raw: dict, scale: str, overlay: dict, data: DataConfig) -> dict[str, dict[str, Any]]:
+    """Every section of every dataset at ``scale``: the base values with ``overlay``'s keys replaced (``data``: the
+    ``data`` section at that scale, which sizes the prepared datasets)."""
     resolved: dict[str, dict[str, Any]] = {}
     for name, hint in SECTIONS.items():
         base = _mapping(raw[name], name)
@@ -317,13 +324,14 @@ def _resolve(raw: dict, scale: str, overlay: dict) -> dict[str, dict[str, Any]]:
                 resolved[name][dataset] = {k: _convert(v, get_args(hint)[1], names.get(k, f"{name}.{dataset}.{k}"))
                                            for k, v in merged.items()}
     for dataset in DATASET_SIZES:
-        _check_sizes(resolved, dataset, scale)
+        _check_sizes(resolved, dataset, scale, data)
     return resolved
 
 
-def _check_sizes(resolved: dict, dataset: str, scale: str) -> None:
-    """Subsets no larger than what they are drawn from (the sizes of the real datasets)."""
+def _check_sizes(resolved: dict, dataset: str, scale: str, data: DataConfig) -> None:
+    """Subsets no larger than what they are drawn from (the datasets as prepared at ``scale``)."""
     n_train, n_test, n_classes = DATASET_SIZES[dataset]
+    n_train, n_test = data.sizes(n_train, n_test)
     at = f" (scale {scale})"
 
     def bound(section: str, key: str, value: int, limit: int, what: str) -> None:
@@ -381,18 +389,27 @@ def parse_params(raw: Any) -> Params:
     if not DEVICE_NAMES.match(device):
         raise ParamsError(f"params: device must be auto, cpu, cuda or cuda:N, got {device!r}")
     for name, overlay in scales.items():
-        strays = sorted(set(_mapping(overlay or {}, f"scales.{name}")) - set(SECTIONS))
+        strays = sorted(set(_mapping(overlay or {}, f"scales.{name}")) - {"data", *SECTIONS})
         if strays:
-            raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected {', '.join(SECTIONS)}")
+            raise ParamsError(f"params: unknown key(s) scales.{name}.{strays[0]}; expected data, "
+                              f"{', '.join(SECTIONS)}")
         for dataset, keys in _mapping((overlay or {}).get("threat") or {}, f"scales.{name}.threat").items():
             fixed = sorted(set(_mapping(keys or {}, f"scales.{name}.threat.{dataset}")) - set(THREAT_SCALED))
             if fixed:
                 raise ParamsError(f"params: scales.{name}.threat.{dataset}.{fixed[0]}: a scale may change only "
                                   f"{', '.join(THREAT_SCALED)} of the threat model (eps and step are the same at every scale)")
     devices = _convert(raw["devices"], Count, "devices")
+    data = {name: _scale_data(raw, name, overlay or {}) for name, overlay in scales.items()}
     return Params(seed=seed, scale=scale, loss=loss, other_losses=other_losses, device=device, devices=devices,
-                  data=_build(DataConfig, raw["data"], "data"),
-                  resolved={name: _resolve(raw, name, overlay or {}) for name, overlay in scales.items()})
+                  data=data[scale],
+                  resolved={name: _resolve(raw, name, overlay or {}, data[name]) for name, overlay in scales.items()})
+
+
+def _scale_data(raw: dict, scale: str, overlay: dict) -> DataConfig:
+    """The ``data`` section at ``scale``: its keys replaced by ``scales.<scale>.data``'s."""
+    changes = _mapping(overlay.get("data") or {}, f"scales.{scale}.data")
+    return _build(DataConfig, {**_mapping(raw["data"], "data"), **changes}, "data",
+                  {k: f"scales.{scale}.data.{k}" for k in changes})
 
 
 def read_params_file(path: str | Path) -> Any:

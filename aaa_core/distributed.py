@@ -10,6 +10,7 @@ only rank 0 writes (``is_main``). With one process every function here is the id
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from datetime import timedelta
 from typing import Any, Sequence
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"   # set by torchrun in every process it starts
+CHAIN_ENV = "AAA_STAGE_CHAIN"          # set by stages.chain, which runs several stages in one process
 
 
 def active() -> bool:
@@ -39,13 +41,18 @@ def is_main() -> bool:
 
 def relaunch(devices: int, module: str) -> None:
     """Re-execute this stage (``python -m module`` with the same arguments) under torchrun with ``devices``
-    processes; returns at once when ``devices`` is 1 or this process already runs under torchrun."""
+    processes; returns at once when ``devices`` is 1 or this process already runs under torchrun. Inside a
+    chain of stages (``stages.chain``) torchrun runs as a child process and ``SystemExit`` carries its exit
+    status back to the chain, which goes on with its next stage."""
     if devices <= 1 or os.environ.get(TORCHRUN_ENV):
         return
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
             "-m", module, *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
+    if os.environ.get(CHAIN_ENV):
+        env = {k: v for k, v in os.environ.items() if k != CHAIN_ENV}
+        raise SystemExit(subprocess.call(args, env=env))
     os.execv(sys.executable, args)
 
 

@@ -57,7 +57,7 @@ LIMITS = {"cuda_tests": 75, "pgd_throughput": 70, "ddp_scaling": 50, "paper_epoc
 BUDGET = 470
 TINY_LIMIT, TINY_BUDGET = 90, 300
 # the MNIST study of tests/test_pipeline.py (its black-box stages aside); --tiny: two stages
-STUDY_TARGETS = ["render_tables@mnist", "robustness@mnist", "summarize@mnist"]
+STUDY_TARGETS = ["robustness@mnist", "report@mnist"]
 TINY_TARGETS = ["train_classifier@mnist-fc"]
 STAGE_FILES = ["aaa_core", "stages", "paper", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -26,11 +26,17 @@ def main(dataset: str, out: Path, metrics_path: Path, params_path: Path) -> None
                                 offline_dir=params.data.offline_dir, log=click.echo)
     except DataError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"{record['label']}: {len(tensors['x_train'])} train / {len(tensors['x_test'])} test images "
-               f"from {record['source']}")
+    available = {"train": len(tensors["x_train"]), "test": len(tensors["x_test"])}
+    kept = dict(zip(available, params.data.sizes(available["train"], available["test"])))
+    for split, n in kept.items():   # the first n of each set (params data.train_images, data.test_images)
+        if n < available[split]:    # copies: a saved slice would carry the whole set's storage into the file
+            for key in (f"x_{split}", f"y_{split}"):
+                tensors[key] = tensors[key][:n].clone()
+    click.echo(f"{record['label']}: {kept['train']} of {available['train']} train / {kept['test']} of "
+               f"{available['test']} test images from {record['source']}")
     save_torch({**tensors, "dataset": dataset, "label": record["label"], "source": record["source"]}, out)
-    write_json({"dataset": dataset, **record,
-                "n_train": len(tensors["x_train"]), "n_test": len(tensors["x_test"]),
+    write_json({"dataset": dataset, **record, "n_train": kept["train"], "n_test": kept["test"],
+                **({"n_available": available} if kept != available else {}),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)
 
 

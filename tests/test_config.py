@@ -144,3 +144,21 @@ def test_a_scale_changes_the_reported_step_counts_but_never_eps_or_step():
     raw["scales"]["cpu"]["threat"]["mnist"]["eps"] = 0.1
     with pytest.raises(ParamsError, match=r"scales.cpu.threat.mnist.eps: a scale may change only eval_steps"):
         parse_params(raw)
+
+
+def test_a_scale_may_keep_fewer_images_and_every_subset_is_bounded_by_them():
+    raw = raw_params()
+    raw["scale"] = "smoke"
+    smoke, cpu = parse_params(raw).data, parse_params(raw_params()).data
+    assert (cpu.train_images, cpu.test_images) == (0, 0) and cpu.sizes(60000, 10000) == (60000, 10000)
+    assert smoke.sizes(60000, 10000) == (raw["scales"]["smoke"]["data"]["train_images"],
+                                         raw["scales"]["smoke"]["data"]["test_images"])
+    # a planted fault: the smoke scale's evaluated subset larger than the test images it keeps
+    raw["scales"]["smoke"]["data"]["test_images"] = 10
+    with pytest.raises(ParamsError, match=r"evaluate.mnist.subset = \d+ is out of range \(scale smoke\): expected at "
+                                          r"most 10"):
+        parse_params(raw)
+    raw = raw_params()
+    raw["scales"]["smoke"]["data"]["train_imgs"] = 10
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) scales.smoke.data.train_imgs"):
+        parse_params(raw)

@@ -86,7 +86,7 @@ def test_the_stages_without_dvc_are_dvcs_in_dag_order():
         assert sorted(ours["deps"]) == sorted(d.def_path for d in stage.deps if type(d).__name__ != "ParamsDependency")
         assert sorted(ours["outs"]) == sorted(o.def_path for o in stage.outs), stage.name
     order = device_check.stage_order(mine, device_check.STUDY_TARGETS)
-    assert all(re.search(r"@mnist(-|$)", name) for name in order) and "summarize@mnist" in order
+    assert all(re.search(r"@mnist(-|$)", name) for name in order) and "report@mnist" in order
     for position, name in enumerate(order):
         for dep in mine[name]["deps"]:
             producers = [other for other in mine if other != name

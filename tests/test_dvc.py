@@ -164,8 +164,7 @@ def names(repo: Path, *patterns: str) -> set[str]:
     return {n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
-MNIST_TRAINING = ("train_classifier@mnist-*", "train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist",
-                  "train_ae_blackbox@mnist-*")
+MNIST_TRAINING = ("train_classifier@mnist-*", "train_ae@mnist", "train_ae_blackbox@mnist-*")
 # comparison/dvc.yaml: Madry and AAA at more seeds, and Madry fine-tuned from the natural dnn
 REPLICATES = ("replicate_madry@*", "replicate_ae@*", "finetune_madry")
 REPLICATE_EVAL = ("replicate_eval@*",)
@@ -180,37 +179,37 @@ SUITE = ("robustness@mnist", "robustness_blackbox@mnist", "finetune_madry", "eva
 
 KNOBS = [
     ("evaluate.mnist.subset", 100, MNIST_EVAL + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
-    ("sweep.mnist.steps", 10, ("sweep_eps@mnist",)),
+    ("sweep.mnist.steps", 10, ("evaluate@mnist",)),
     ("suite.mnist.subset", 50, SUITE + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
-    ("knn.mnist.k", 5, ("knn_eval@mnist-*",)),
-    ("knn.mnist.square_queries", 50, ("knn_eval@mnist-*",)),   # kNN's Square has its own budget
+    ("knn.mnist.k", 5, ("knn_eval@mnist",)),
+    ("knn.mnist.square_queries", 50, ("knn_eval@mnist",)),   # kNN's Square has its own budget
     ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
     ("certify.mnist.n", 1000, ("certify@mnist",)),
     ("certify.mnist.sigmas", [0.5], ("certify@mnist",) + NOISE_AE),   # the noise AE trains at the sigmas
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae@mnist", "train_ae_blackbox@mnist-*",
                                  "replicate_ae@*") + VARIANTS + NOISE_AE),
-    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae_ensemble@mnist", "train_ae_blackbox@mnist-*",
+    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae@mnist", "train_ae_blackbox@mnist-*",
                                   "replicate_ae@*") + VARIANTS + NOISE_AE),
-    ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
-    ("adversarial.mnist.steps", 3, ("train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist",
+    ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_classifier@cifar10-*")),
+    ("adversarial.mnist.steps", 3, ("train_classifier@mnist-*", "train_ae@mnist", "train_ae@mnist",
                                    "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS + NOISE_AE),
-    ("adversarial.mnist.epochs", 3, ("train_madry@mnist-*", "train_ae@mnist", "train_ae_ensemble@mnist")
+    ("adversarial.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae@mnist", "train_ae@mnist")
      + REPLICATES + VARIANTS + NOISE_AE),
     ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS + NOISE_AE),
-    ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist-*",) + REPLICATES + VARIANTS + NOISE_AE),
-    ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_madry@cifar10-*")),
-    ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL
+    ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist",) + REPLICATES + VARIANTS + NOISE_AE),
+    ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_classifier@cifar10-*")),
+    ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL
      + NOISE_AE),
     # the step counts a scale may change: read where the whole threat model is
-    ("scales.cpu.threat.mnist.eval_steps", [40], MNIST_EVAL + ("knn_eval@mnist-*",) + SUITE + REPLICATE_EVAL
+    ("scales.cpu.threat.mnist.eval_steps", [40], MNIST_EVAL + ("knn_eval@mnist",) + SUITE + REPLICATE_EVAL
      + VARIANT_EVAL + NOISE_AE),
     ("data.download", False, ("prepare_data@*",)),
     # training under DDP, and the evaluate protocol sharded over the processes
-    ("devices", 2, ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*") + EVAL
+    ("devices", 2, ("train_classifier@*", "train_ae@*") + EVAL
      + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL + ("train_ae_noise@*",)),
-    ("device", "cpu", ("train_classifier@*", "train_madry@*", "train_ae@*", "train_ae_ensemble@*", "knn_eval@*",
-                       "sweep_eps@*", "robustness@*", "train_ae_blackbox@*",
+    ("device", "cpu", ("train_classifier@*", "train_ae@*", "knn_eval@*",
+                       "robustness@*", "train_ae_blackbox@*",
                        "robustness_blackbox@*", "autoattack_study", "train_ae_noise@*", "certify@*")
      + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
@@ -295,6 +294,6 @@ def test_the_replicates_suite_uses_the_studys_transfer_sources():
         "${item.other}", "fc")
     sources = "--transfer dnn=models/mnist/dnn.pt --transfer fc=models/mnist/fc.pt --transfer dnn_adv=models/mnist/dnn_adv.pt"
     assert sources in study
-    cmd = " ".join(yaml.safe_load((ROOT / "comparison/dvc.yaml").read_text())["stages"]["replicate_eval"]["do"]["cmd"])
+    cmd = yaml.safe_load((ROOT / "comparison/dvc.yaml").read_text())["stages"]["replicate_eval"]["do"]["cmd"]
     assert "--transfer dnn=models/mnist/dnn.pt --transfer fc=models/mnist/fc.pt --data" in cmd   # Madry
     assert "--transfer dnn=models/mnist/dnn.pt --transfer fc=models/mnist/fc.pt --transfer dnn_adv=models/mnist/dnn_adv.pt" in cmd

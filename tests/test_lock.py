@@ -147,7 +147,7 @@ def _lock_edit(mutate):
 
 
 def _zero_dnn_hash_in_knn(stages: dict) -> None:
-    next(d for d in stages["knn_eval@mnist-dnn"]["deps"] if d["path"] == "models/mnist/dnn.pt")["md5"] = "0" * 32
+    next(d for d in stages["knn_eval@mnist"]["deps"] if d["path"] == "models/mnist/dnn.pt")["md5"] = "0" * 32
 
 
 # planted faults, each without a re-run: the edits (file -> edit of its text, None: delete it), applied
@@ -168,15 +168,15 @@ EDITS = {
 FAULTS = {
     "a module edited": {"train_ae@mnist": "aaa_core/training/losses.py modified",
                         "blackbox/dvc.yaml:train_ae_blackbox@mnist-query": "aaa_core/training/losses.py modified"},
-    "a params value changed": {"knn_eval@mnist-fc": "params.yaml:knn.mnist modified"},
+    "a params value changed": {"knn_eval@mnist": "params.yaml:knn.mnist modified"},
     # its stage, and one that reads MNIST's metrics folder
     "a metrics file edited": {"evaluate@mnist": "metrics/mnist/evaluate modified",
-                              "summarize@mnist": "metrics/mnist modified"},
+                              "report@mnist": "metrics/mnist modified"},
     "a command changed": {"blackbox/dvc.yaml:render_blackbox@mnist": "changed command"},
     "a dependency removed from dvc.yaml": {"blackbox/dvc.yaml:render_blackbox@mnist":
                                            "aaa_core/stats.py in dvc.lock, no longer in dvc.yaml"},
     "a committed output deleted": {"blackbox/dvc.yaml:render_blackbox@mnist": "reports/blackbox_mnist.md deleted"},
-    "a dependency's hash not its producer's": {"knn_eval@mnist-dnn": "models/mnist/dnn.pt recorded with another hash"},
+    "a dependency's hash not its producer's": {"knn_eval@mnist": "models/mnist/dnn.pt recorded with another hash"},
 }
 
 

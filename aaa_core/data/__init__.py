@@ -213,7 +213,7 @@ def get_spec(dataset: str) -> DatasetSpec:
     try:
         return specs[dataset]
     except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(specs)}") from None
+        raise DataError(f"unknown dataset {dataset!r}; expected one of {sorted(specs)}") from None
 
 
 def read_idx(folder: Path, spec: IdxFile) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""stages.chain: several stage commands in one process, in order, stopping at the first that fails."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from aaa_core import distributed
+from stages.chain import split_commands
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.chain", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)})
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["stages.prepare_data", "--dataset", "mnist", "::", "::", "stages.summarize"], "an empty command in the chain"),
+    (["prepare_data", "--dataset", "mnist"], "'prepare_data': expected a stage module"),
+    (["stages.no_such_stage"], "'stages.no_such_stage': expected a stage module"),
+])
+def test_a_bad_chain_is_refused_naming_the_command(argv, message):
+    with pytest.raises(click.UsageError, match=message):
+        split_commands(argv)
+
+
+def test_split_keeps_each_commands_arguments_in_order():
+    assert split_commands(["stages.summarize", "--a", "1", "::", "stages.render_tables", "--b"]) == [
+        ("stages.summarize", ["--a", "1"]), ("stages.render_tables", ["--b"])]
+
+
+def test_commands_run_in_order_as_their_own_processes_would_and_the_chain_stops_at_a_failure(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(download=False, user_dir="", offline_dir=str(ROOT / "data" / "offline"), test_images=1000)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    def prepare(name: str) -> list[str]:
+        return ["stages.prepare_data", "--dataset", "mnist", "--out", f"{name}.pt", "--metrics", f"{name}.json"]
+
+    alone = subprocess.run([sys.executable, "-m", *prepare("alone")], cwd=tmp_path, capture_output=True, text=True,
+                           env={"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)})
+    assert alone.returncode == 0, alone.stderr
+    proc = chain(*prepare("first"), "::", *prepare("second"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert md5(tmp_path / "first.pt") == md5(tmp_path / "second.pt") == md5(tmp_path / "alone.pt")
+    # a planted failure in the middle: its one-line error, the chain's exit status, and the last command not run
+    proc = chain(*prepare("third"), "::", "stages.prepare_data", "--dataset", "nope", "--out", "x.pt", "--metrics",
+                 "x.json", "::", *prepare("fourth"), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert (tmp_path / "third.pt").is_file() and not (tmp_path / "fourth.pt").exists()
+    assert "stages.prepare_data (2 of 3) failed; the rest did not run" in proc.stderr
+
+
+def test_a_chained_stage_runs_torchrun_as_a_child_and_the_chain_goes_on(monkeypatch):
+    calls = []
+    monkeypatch.setattr(distributed.subprocess, "call", lambda args, env: calls.append((args, env)) or 0)
+    monkeypatch.setattr(distributed.os, "execv", lambda *a: pytest.fail("a chained stage replaced the chain"))
+    monkeypatch.delenv(distributed.TORCHRUN_ENV, raising=False)
+    monkeypatch.setenv(distributed.CHAIN_ENV, "1")
+    monkeypatch.setattr(sys, "argv", ["stages.evaluate", "--dataset", "mnist"])
+    with pytest.raises(SystemExit) as exit_:
+        distributed.relaunch(2, "stages.evaluate")
+    assert exit_.value.code == 0
+    (args, env), = calls
+    assert args[-4:] == ["-m", "stages.evaluate", "--dataset", "mnist"] and "--nproc_per_node=2" in args
+    assert distributed.CHAIN_ENV not in env      # the relaunched stage runs as a stage of its own
+    distributed.relaunch(1, "stages.evaluate")    # one process: nothing to relaunch
+    assert len(calls) == 1
