@@ -52,7 +52,7 @@ TITLES = {"cuda_tests": "(a) CUDA tests", "pgd_throughput": "(b) PGD throughput,
           "ddp_scaling": "(c) DDP training scaling", "paper_epoch": "(d) one paper-scale epoch of MNIST AAA",
           "smoke_stages": "(e) the study's MNIST stages at smoke scale"}
 # seconds per part, and for everything (the wheel install included): 8 minutes; the last part, the smoke stages
-# (23 stages of about 5-8 s each on a GPU, mostly start-up), gets what the others leave, up to its limit
+# (about 12 stages of a few seconds each on a GPU, mostly start-up), gets what the others leave, up to its limit
 LIMITS = {"cuda_tests": 75, "pgd_throughput": 70, "ddp_scaling": 50, "paper_epoch": 110, "smoke_stages": 240}
 BUDGET = 470
 TINY_LIMIT, TINY_BUDGET = 90, 300

@@ -17,8 +17,9 @@ budgets and exits 0, or one line per exceeded budget and per stage without a rec
 Reads only committed files: every pipeline's stages and their metrics outputs as the dvc.yaml files
 define them (DVC expands foreach/matrix), and the `seconds` each metrics JSON records. A stage's time is
 the sum over its metrics outputs (a stage may write several, or a folder of them under metrics/, each
-record timing its own share of the stage). The render and summarize stages (those
-whose commands run only `stages.render_*` or `stages.summarize`) record no time by design and count 0;
+record timing its own share of the stage). The render and summarize stages (those whose commands run only
+`stages.render_*` or `stages.summarize`, one by one or chained by `stages.chain`) record no time by design
+and count 0;
 any other stage that lacks a metrics output, or whose metrics file is missing or records no `seconds`,
 is "missing": it counts 0 in the table (flagged below it) and fails --budget. The times are those of the
 host the stage last ran on (each metrics file's `runtime`), and they leave out DVC's own work between stages

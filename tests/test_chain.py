@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 import yaml
 
 from aaa_core import distributed
@@ -77,3 +78,31 @@ def test_a_chained_stage_runs_torchrun_as_a_child_and_the_chain_goes_on(monkeypa
     assert distributed.CHAIN_ENV not in env      # the relaunched stage runs as a stage of its own
     distributed.relaunch(1, "stages.evaluate")    # one process: nothing to relaunch
     assert len(calls) == 1
+
+
+def test_a_seeded_job_chained_after_another_draws_what_it_draws_alone(tmp_path):
+    """Madry training draws batches, starts and initial weights at random: chained after a natural training it
+    must produce the weights its own process produces, and a job repeated in the chain the same file."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["scale"] = "smoke"
+    params["data"].update(download=False, user_dir="", offline_dir=str(ROOT / "data" / "offline"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)}
+    prepare = subprocess.run([sys.executable, "-m", "stages.prepare_data", "--dataset", "mnist", "--out", "data.pt",
+                              "--metrics", "data.json"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert prepare.returncode == 0, prepare.stderr
+
+    def train(mode: str, name: str) -> list[str]:
+        return ["stages.train_classifier", "--dataset", "mnist", "--arch", "fc", "--mode", mode, "--data", "data.pt",
+                "--out", f"{name}.pt", "--metrics", f"{name}.json"]
+
+    alone = subprocess.run([sys.executable, "-m", *train("adversarial", "alone_adv")], cwd=tmp_path,
+                           capture_output=True, text=True, env=env)
+    assert alone.returncode == 0, alone.stderr
+    proc = chain(*train("natural", "first"), "::", *train("adversarial", "chained_adv"), "::",
+                 *train("natural", "again"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    weights = {name: torch.load(tmp_path / f"{name}.pt", weights_only=False)["weights_sha256"]
+               for name in ("alone_adv", "chained_adv", "first", "again")}
+    assert weights["chained_adv"] == weights["alone_adv"] and weights["again"] == weights["first"]
+    assert weights["first"] != weights["alone_adv"]   # the comparison can fail: other training, other weights

@@ -187,18 +187,18 @@ KNOBS = [
     ("certify.mnist.n", 1000, ("certify@mnist",)),
     ("certify.mnist.sigmas", [0.5], ("certify@mnist",) + NOISE_AE),   # the noise AE trains at the sigmas
     ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae@mnist", "train_ae_blackbox@mnist-*",
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_blackbox@mnist-*",
                                  "replicate_ae@*") + VARIANTS + NOISE_AE),
-    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae@mnist", "train_ae_blackbox@mnist-*",
+    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae_blackbox@mnist-*",
                                   "replicate_ae@*") + VARIANTS + NOISE_AE),
-    ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*", "train_classifier@cifar10-*")),
-    ("adversarial.mnist.steps", 3, ("train_classifier@mnist-*", "train_ae@mnist", "train_ae@mnist",
+    ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*",)),
+    ("adversarial.mnist.steps", 3, ("train_classifier@mnist-*", "train_ae@mnist",
                                    "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS + NOISE_AE),
-    ("adversarial.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae@mnist", "train_ae@mnist")
+    ("adversarial.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae@mnist")
      + REPLICATES + VARIANTS + NOISE_AE),
     ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS + NOISE_AE),
     ("split.mnist.val_size", 500, MNIST_TRAINING + ("knn_eval@mnist",) + REPLICATES + VARIANTS + NOISE_AE),
-    ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*", "train_classifier@cifar10-*")),
+    ("models.cifar10.resnet.widen", 2, ("train_classifier@cifar10-*",)),
     ("threat.mnist.alpha", 0.02, MNIST_EVAL + ("knn_eval@mnist",) + SUITE + REPLICATE_EVAL + VARIANT_EVAL
      + NOISE_AE),
     # the step counts a scale may change: read where the whole threat model is
