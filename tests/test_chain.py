@@ -17,9 +17,23 @@ from stages.chain import split_commands
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def chain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.chain", *args], cwd=cwd, capture_output=True, text=True,
+def stage(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m module args`` in ``cwd``, with this repository's stages importable."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)})
+
+
+def chain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return stage("stages.chain", *args, cwd=cwd)
+
+
+def write_params(folder: Path, data: dict | None = None, **changes) -> None:
+    """params.yaml in ``folder``: the repository's, offline data (and ``data``'s keys), with ``changes`` to its
+    top-level keys."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(download=False, user_dir="", offline_dir=str(ROOT / "data" / "offline"), **(data or {}))
+    params.update(changes)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def md5(path: Path) -> str:
@@ -42,15 +56,12 @@ def test_split_keeps_each_commands_arguments_in_order():
 
 
 def test_commands_run_in_order_as_their_own_processes_would_and_the_chain_stops_at_a_failure(tmp_path):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(download=False, user_dir="", offline_dir=str(ROOT / "data" / "offline"), test_images=1000)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, data={"test_images": 1000})
 
     def prepare(name: str) -> list[str]:
         return ["stages.prepare_data", "--dataset", "mnist", "--out", f"{name}.pt", "--metrics", f"{name}.json"]
 
-    alone = subprocess.run([sys.executable, "-m", *prepare("alone")], cwd=tmp_path, capture_output=True, text=True,
-                           env={"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)})
+    alone = stage(*prepare("alone"), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
     proc = chain(*prepare("first"), "::", *prepare("second"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -83,26 +94,21 @@ def test_a_chained_stage_runs_torchrun_as_a_child_and_the_chain_goes_on(monkeypa
 def test_a_seeded_job_chained_after_another_draws_what_it_draws_alone(tmp_path):
     """Madry training draws batches, starts and initial weights at random: chained after a natural training it
     must produce the weights its own process produces, and a job repeated in the chain the same file."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["scale"] = "smoke"
-    params["data"].update(download=False, user_dir="", offline_dir=str(ROOT / "data" / "offline"))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)}
-    prepare = subprocess.run([sys.executable, "-m", "stages.prepare_data", "--dataset", "mnist", "--out", "data.pt",
-                              "--metrics", "data.json"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    write_params(tmp_path, scale="smoke")
+    prepare = stage("stages.prepare_data", "--dataset", "mnist", "--out", "data.pt", "--metrics", "data.json",
+                    cwd=tmp_path)
     assert prepare.returncode == 0, prepare.stderr
 
     def train(mode: str, name: str) -> list[str]:
         return ["stages.train_classifier", "--dataset", "mnist", "--arch", "fc", "--mode", mode, "--data", "data.pt",
                 "--out", f"{name}.pt", "--metrics", f"{name}.json"]
 
-    alone = subprocess.run([sys.executable, "-m", *train("adversarial", "alone_adv")], cwd=tmp_path,
-                           capture_output=True, text=True, env=env)
+    alone = stage(*train("adversarial", "alone_adv"), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
     proc = chain(*train("natural", "first"), "::", *train("adversarial", "chained_adv"), "::",
                  *train("natural", "again"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    weights = {name: torch.load(tmp_path / f"{name}.pt", weights_only=False)["weights_sha256"]
+    weights = {name: torch.load(tmp_path / f"{name}.pt", weights_only=True)["weights_sha256"]
                for name in ("alone_adv", "chained_adv", "first", "again")}
     assert weights["chained_adv"] == weights["alone_adv"] and weights["again"] == weights["first"]
     assert weights["first"] != weights["alone_adv"]   # the comparison can fail: other training, other weights
