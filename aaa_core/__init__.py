@@ -17,6 +17,9 @@ DATASET_FACTS = {"mnist": ((1, 28, 28), 60000, 10000, 10), "fashion_mnist": ((1,
 INPUT_SHAPES = {name: shape for name, (shape, *_) in DATASET_FACTS.items()}
 DATASET_SIZES = {name: tuple(sizes) for name, (_, *sizes) in DATASET_FACTS.items()}
 NUM_CLASSES = 10
+# Set by stages.chain, which runs several stages in one process; here, not in aaa_core.distributed, so that the
+# chain itself imports no torch.
+CHAIN_ENV = "AAA_STAGE_CHAIN"
 
 
 def load_defended(dataset: str, ae: str | None = "ae_ce_mse", classifier: str = "dnn",

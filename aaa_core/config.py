@@ -203,8 +203,13 @@ class Params:
     other_losses: list[str]  # AE losses trained and evaluated beside the headline ``loss`` (Tables 1-7's other rows)
     device: str              # auto (CUDA when available, else CPU), cpu, cuda or cuda:N (runtime.resolve_device)
     devices: int             # processes per training stage (torchrun + DDP when > 1; one GPU each on CUDA)
-    data: DataConfig
+    resolved_data: dict[str, DataConfig]             # scale -> data section
     resolved: dict[str, dict[str, dict[str, Any]]]   # scale -> section -> dataset -> config
+
+    @property
+    def data(self) -> DataConfig:
+        """The ``data`` section at the selected scale (overlay applied)."""
+        return self.resolved_data[self.scale]
 
     def section(self, name: str, dataset: str) -> Any:
         """The ``name`` section of ``dataset`` at the selected scale (overlay applied)."""
@@ -401,7 +406,7 @@ def parse_params(raw: Any) -> Params:
     devices = _convert(raw["devices"], Count, "devices")
     data = {name: _scale_data(raw, name, overlay or {}) for name, overlay in scales.items()}
     return Params(seed=seed, scale=scale, loss=loss, other_losses=other_losses, device=device, devices=devices,
-                  data=data[scale],
+                  resolved_data=data,
                   resolved={name: _resolve(raw, name, overlay or {}, data[name]) for name, overlay in scales.items()})
 
 

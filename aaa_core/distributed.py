@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from aaa_core import CHAIN_ENV
+
 TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"   # set by torchrun in every process it starts
-CHAIN_ENV = "AAA_STAGE_CHAIN"          # set by stages.chain, which runs several stages in one process
 
 
 def active() -> bool:

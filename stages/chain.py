@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from aaa_core.distributed import CHAIN_ENV
+from aaa_core import CHAIN_ENV
 from aaa_core.errors import AAAError
 
 SEPARATOR = "::"
@@ -43,11 +43,14 @@ def split_commands(argv: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def run_one(module: str, args: list[str]) -> int:
-    """Run one stage command in this process; its exit status (0: it succeeded)."""
+    """Run one stage command in this process; its exit status (0: it succeeded), as ``python -m module args``
+    would end: ``ctx.exit(code)`` and ``sys.exit(code)`` give ``code``, a click error its exit code, Ctrl-C
+    (``click.Abort``) 1. Any other exception propagates, with its traceback."""
     command = importlib.import_module(module).main
     sys.argv = [module, *args]          # what the stage would see as `python -m module args`
     try:
-        command.main(args=args, prog_name=f"python -m {module}", standalone_mode=False)
+        # without standalone mode click returns `ctx.exit(code)`'s code (else the callback's return value)
+        code = command.main(args=args, prog_name=f"python -m {module}", standalone_mode=False)
     except AAAError as err:
         if os.environ.get("AAA_DEBUG") == "1":
             raise
@@ -56,13 +59,16 @@ def run_one(module: str, args: list[str]) -> int:
     except click.ClickException as err:
         err.show()
         return err.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
     except click.exceptions.Exit as err:
         return err.exit_code
     except SystemExit as err:
         return err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
     finally:
         gc.collect()
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[CHAIN_ENV] = "1"
     for i, (module, args) in enumerate(commands, 1):
         click.echo(f"[{i}/{len(commands)}] {module}")
-        code = run_one(module, args)
+        failed = f"chain: {module} ({i} of {len(commands)}) failed; the rest did not run"
+        try:
+            code = run_one(module, args)
+        except BaseException:
+            click.echo(failed, err=True)
+            raise
         if code:
-            click.echo(f"chain: {module} ({i} of {len(commands)}) failed; the rest did not run", err=True)
+            click.echo(failed, err=True)
             return code
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+import stages.chain
 from aaa_core import distributed
 from stages.chain import split_commands
 
@@ -72,6 +74,56 @@ def test_commands_run_in_order_as_their_own_processes_would_and_the_chain_stops_
     assert proc.returncode != 0
     assert (tmp_path / "third.pt").is_file() and not (tmp_path / "fourth.pt").exists()
     assert "stages.prepare_data (2 of 3) failed; the rest did not run" in proc.stderr
+
+
+FAKE_STAGES = {
+    "exits": "@click.pass_context\ndef main(ctx):\n    ctx.exit(3)",
+    "click_error": "def main():\n    err = click.ClickException('no such file')\n    err.exit_code = 4\n    raise err",
+    "aborted": "def main():\n    raise click.Abort()",
+    "bug": "def main():\n    raise RuntimeError('a bug in the stage')",
+    "ok": "def main():\n    Path('ok.ran').touch()",
+}
+
+
+@pytest.fixture
+def fake_stages(tmp_path, monkeypatch):
+    """``stages._fake_<name>``: a click command each (``FAKE_STAGES``), run in ``tmp_path``; the chain's
+    changes to this process (sys.argv, the environment, imported modules) are undone afterwards."""
+    folder = tmp_path / "fake_stages"
+    folder.mkdir()
+    for name, body in FAKE_STAGES.items():
+        (folder / f"_fake_{name}.py").write_text(
+            f"from pathlib import Path\n\nimport click\n\n\n@click.command()\n{body}\n")
+    monkeypatch.setattr(stages, "__path__", [*stages.__path__, str(folder)])
+    importlib.invalidate_caches()
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setenv(distributed.CHAIN_ENV, "")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    for name in FAKE_STAGES:
+        sys.modules.pop(f"stages._fake_{name}", None)
+
+
+@pytest.mark.parametrize("failing, code, message", [
+    ("exits", 3, None), ("click_error", 4, "Error: no such file"), ("aborted", 1, "Aborted!")])
+def test_a_job_that_ends_non_zero_stops_the_chain_with_its_status(fake_stages, capsys, failing, code, message):
+    assert stages.chain.main([f"stages._fake_{failing}", "::", "stages._fake_ok"]) == code
+    err = capsys.readouterr().err
+    assert f"chain: stages._fake_{failing} (1 of 2) failed; the rest did not run" in err
+    assert message is None or message in err
+    assert not (fake_stages / "ok.ran").exists()
+
+
+def test_a_job_that_succeeds_lets_the_chain_go_on(fake_stages):
+    assert stages.chain.main(["stages._fake_ok", "::", "stages._fake_ok"]) == 0
+    assert (fake_stages / "ok.ran").exists()
+
+
+def test_a_job_with_a_bug_stops_the_chain_with_its_traceback_and_the_summary(fake_stages, capsys):
+    with pytest.raises(RuntimeError, match="a bug in the stage"):
+        stages.chain.main(["stages._fake_bug", "::", "stages._fake_ok"])
+    assert "chain: stages._fake_bug (1 of 2) failed; the rest did not run" in capsys.readouterr().err
+    assert not (fake_stages / "ok.ran").exists()
 
 
 def test_a_chained_stage_runs_torchrun_as_a_child_and_the_chain_goes_on(monkeypatch):

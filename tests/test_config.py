@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,14 @@ def test_a_scale_changes_the_reported_step_counts_but_never_eps_or_step():
     raw["scales"]["cpu"]["threat"]["mnist"]["eps"] = 0.1
     with pytest.raises(ParamsError, match=r"scales.cpu.threat.mnist.eps: a scale may change only eval_steps"):
         parse_params(raw)
+
+
+def test_a_params_changed_to_another_scale_reads_that_scales_data_section():
+    raw = raw_params()
+    raw["scale"] = "cpu"
+    cpu = parse_params(raw)
+    raw["scale"] = "smoke"
+    assert dataclasses.replace(cpu, scale="smoke").data == parse_params(raw).data != cpu.data
 
 
 def test_a_scale_may_keep_fewer_images_and_every_subset_is_bounded_by_them():

@@ -38,7 +38,8 @@ DIGITS = 4
 # The headline entry's key, first in the file. `dvc exp show` keeps the file's order, but `dvc metrics show` and
 # `dvc metrics diff` sort keys by code point: "_" sorts before the lowercase pipeline names, so it is first there too.
 HEADLINE = "_headline"
-# The AE's source classifier (the one it was trained against) per dataset, as in dvc.yaml's sweep_eps stage.
+# The AE's source classifier (the one it was trained against) per dataset, as in dvc.yaml's evaluate@<dataset> stage
+# (its eps sweep's `src`).
 SOURCE = {"mnist": "dnn", "fashion_mnist": "dnn", "cifar10": "resnet"}
 TRAINING_FIELDS = ["epoch", "loss", "val_loss"]
 BAR_FIELDS = ["pipeline", "natural", "pgd", "worst"]
