@@ -171,6 +171,53 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
     return params, named, seed, data_, shape, classifier, eps, device
 
 
+def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val,
+                  surrogate_cfg, attack, *, estimate_images, directions, smoothing, weight):
+    """What query-only training needs: (module trained, classifier slot, training attack, description).
+
+    The training attack runs through the AE and a surrogate trained on the black box's labels (one query per
+    training and validation image; ``--surrogate``, else the dataset zoo's blackbox.yaml surrogate, else a fresh
+    instance of ``--classifier``'s factory). The AE's update is the black box's loss with a gradient ``weight``
+    times the surrogate's plus the rest times a zeroth-order estimate (``SurrogateBlend``), taken in the AE's
+    latent (``ThroughLatent``, coordinate-wise) where the AE has one smaller than the image, else in pixel space
+    (``ZeroOrder``, random directions); the study's estimator benchmark (benchmarks/zo_estimator.py) is why.
+    """
+    from aaa_core.models import build
+    from aaa_core.models.external import load_classifier
+    from aaa_core.training.query_only import (LatentAE, LatentZeroOrder, SurrogateBlend, ThroughLatent, ZeroOrder,
+                                              train_surrogate, transferred)
+
+    if surrogate_spec is not None:
+        fresh, where = load_classifier(surrogate_spec).train(), f"--surrogate {surrogate_spec}"
+    elif named and defaults["surrogate"]:
+        kwargs = params.section("models", dataset).get(defaults["surrogate"], {})
+        fresh, where = build(dataset, defaults["surrogate"], **kwargs), f"{defaults['surrogate']} (blackbox.yaml)"
+    else:
+        fresh, where = load_classifier(classifier_spec).train(), f"a fresh {classifier_spec}"
+        known = blackbox.model.state_dict()
+        if fresh.state_dict().keys() == known.keys() and all(torch.equal(a.cpu(), known[k].cpu())
+                                                             for k, a in fresh.state_dict().items()):
+            raise click.BadParameter(f"{classifier_spec}() returns the classifier's own weights, so it cannot be "
+                                     "the surrogate: pass --surrogate MODULE:FACTORY", param_hint="--surrogate")
+    surrogate, info = train_surrogate(blackbox, fresh.to(x.device), x, x_val, surrogate_cfg,
+                                      log=lambda line: click.echo(line, err=True))
+    described = {"surrogate": where, "surrogate_label_queries": info["queries"], "surrogate_weight": weight}
+    with torch.no_grad():
+        latent = ae.encode(x[:1]).numel() if hasattr(ae, "encode") and hasattr(ae, "decode") else None
+    if latent is not None and latent < x[0].numel():
+        mu = _pick(smoothing, defaults["smoothing"] or 0.01)
+        target = ThroughLatent(LatentZeroOrder(ae.decoder, blackbox, estimator="cge", smoothing=mu),
+                               estimate_images=estimate_images)
+        return LatentAE(ae), SurrogateBlend(target, surrogate, weight), transferred(attack, surrogate), {
+            **described, "estimate": f"latent, coordinate-wise ({latent} queries per estimated image)",
+            "estimate_images": estimate_images, "smoothing": mu}
+    q, mu = _pick(directions, 20), _pick(smoothing, defaults["smoothing"] or 0.005)
+    target = SurrogateBlend(ZeroOrder(blackbox, directions=q, smoothing=mu), surrogate, weight)
+    return ae, target, transferred(attack, surrogate), {
+        **described, "estimate": f"pixel, {q} random directions (the AE has no latent smaller than the image)",
+        "smoothing": mu, "directions": q}
+
+
 @main.command()
 @_common
 @click.option("--loss", type=click.Choice(AE_LOSSES), default=None, help="(params: loss)")
@@ -178,7 +225,8 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
               help="ce_mse only: L = ce + W * mse (params: ae.<dataset>.mse_weight; folder: 10; the paper's is 1, "
                    "where the MSE term is about 1% of the loss: reports/ablations_mnist.md)")
 @click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
-              help="gradient: white-box AAA; query: the classifier is only queried (zeroth-order gradients).")
+              help="gradient: white-box AAA; query: the classifier is only queried (the training attack runs on a "
+                   "surrogate trained on its labels, the AE's update uses zeroth-order estimates in the AE's latent).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
 @click.option("--epoch-images", type=click.IntRange(0), default=None, help="images per epoch, 0 = all")
 @click.option("--steps", type=click.IntRange(1), default=None, help="PGD steps of the training attack (folder: 10)")
@@ -186,9 +234,20 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 @click.option("--eps-ramp", type=click.IntRange(0), default=None, help="iterations over which eps grows from 0")
 @click.option("--batch-size", type=click.IntRange(1), default=None)
 @click.option("--lr", type=float, default=None)
+@click.option("--estimate-images", type=click.IntRange(1), default=None,
+              help="query access: images per batch whose cross-entropy gradient is estimated from queries in the AE's "
+                   "update (params: blackbox; folder: 8)")
 @click.option("--directions", type=click.IntRange(1), default=None,
-              help="query access: random directions per zeroth-order gradient (params: blackbox; folder: 20)")
-@click.option("--smoothing", type=float, default=None, help="query access: finite-difference step (folder: 0.005)")
+              help="query access, an AE without a latent smaller than the image: random directions of the pixel-space "
+                   "estimate (folder: 20)")
+@click.option("--smoothing", type=float, default=None,
+              help="query access: finite-difference step (params: blackbox; folder: 0.01 latent, 0.005 pixel)")
+@click.option("--surrogate-weight", type=click.FloatRange(0, 1), default=None,
+              help="query access: the update's gradient is this much the surrogate's exact one, the rest the "
+                   "estimate (params: blackbox; folder: 0.5)")
+@click.option("--surrogate", "surrogate_spec", default=None,
+              help="query access: MODULE:FACTORY of the surrogate trained on the classifier's labels, through which the "
+                   "training attack runs (default: the dataset zoo's blackbox.yaml surrogate, or a fresh --classifier)")
 @click.option("--output", "bb_output", type=click.Choice(["logits", "probs"]), default=None,
               help="query access: what the classifier returns (default logits)")
 @click.option("--warm-epochs", type=click.IntRange(0), default=None,
@@ -200,8 +259,8 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Training metrics JSON (default: OUT with .json).")
 def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_name, loss, mse_weight, access, epochs,
-        epoch_images, steps, alpha, eps_ramp, batch_size, lr, directions, smoothing, bb_output, warm_epochs, val_size,
-        out, metrics_path):
+        epoch_images, steps, alpha, eps_ramp, batch_size, lr, estimate_images, directions, smoothing, surrogate_weight,
+        surrogate_spec, bb_output, warm_epochs, val_size, out, metrics_path):
     """Train an AE in front of your frozen classifier (AAA)."""
     from aaa_core.data import split_train_val
     from aaa_core.evaluation.flags import correct_flags
@@ -215,7 +274,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         training_attack,
     )
     from aaa_core.training.losses import get_loss
-    from aaa_core.training.query_only import QueryOnly, ZeroOrder
+    from aaa_core.training.query_only import QueryOnly
 
     start = time.perf_counter()
     params, named, seed, data_, shape, classifier, eps, device = _setup(classifier_spec, weights, dataset, data,
@@ -226,15 +285,18 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         defaults = {"epochs": adv.epochs, "epoch_images": adv.epoch_images, "steps": adv.steps, "alpha": adv.alpha,
                     "eps_ramp": adv.eps_ramp, "batch_size": train.batch_size, "lr": train.lr, "loss": params.loss,
                     "lr_patience": train.lr_patience, "bf16": train.bf16, "augment": train.augment,
-                    "directions": bb.directions if bb else 20, "smoothing": bb.smoothing if bb else 0.005,
-                    "output": bb.output if bb else "logits",
+                    "estimate_images": bb.estimate_images if bb else 8, "smoothing": bb.smoothing if bb else None,
+                    "surrogate_weight": bb.surrogate_weight if bb else 0.5,
+                    "output": bb.output if bb else "logits", "surrogate": bb.surrogate if bb else None,
+                    "surrogate_epochs": params.section("classifier", dataset).epochs,
                     "warm_epochs": bb.warm_epochs if bb and access == "query" else params.section("ae", dataset).warm_epochs,
                     "mse_weight": params.section("ae", dataset).mse_weight}
         default_val, where = split.val_size, f"params split.{dataset}.val_size"
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
-        defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "directions": 20, "smoothing": 0.005,
-                    "output": "logits", "lr_patience": 5, "bf16": False, "augment": False,
+        defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "estimate_images": 8, "smoothing": None,
+                    "surrogate_weight": 0.5,
+                    "output": "logits", "surrogate": None, "surrogate_epochs": FOLDER_DEFAULTS["epochs"], "lr_patience": 5, "bf16": False, "augment": False,
                     "warm_epochs": 1, "mse_weight": 10.0}   # the study's measured defaults (ablations)
         n = len(data_["x_train"])
         default_val, where, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), "10%", None
@@ -256,13 +318,16 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
     if cfg.epoch_images > len(x):
         raise click.BadParameter(f"{cfg.epoch_images} is more than the {len(x)} training images",
                                  param_hint="--epoch-images")
-    target, blackbox = classifier, None
-    if access == "query":
-        blackbox = QueryOnly(classifier, output=bb_output or defaults["output"])
-        target = ZeroOrder(blackbox, directions=_pick(directions, defaults["directions"]),
-                           smoothing=_pick(smoothing, defaults["smoothing"]))
     ae, arch, arch_kwargs = build_ae(dataset, shape, zoo_kwargs)
     ae = ae.to(device)
+    trained, target, attack, blackbox, query_info = ae, classifier, training_attack(attack_cfg), None, {}
+    if access == "query":
+        blackbox = QueryOnly(classifier, output=bb_output or defaults["output"])
+        surrogate_cfg = dataclasses.replace(cfg, epochs=defaults["surrogate_epochs"], epoch_images=0, eps_ramp=0)
+        trained, target, attack, query_info = _query_access(
+            ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val, surrogate_cfg,
+            attack, estimate_images=_pick(estimate_images, defaults["estimate_images"]), directions=directions,
+            smoothing=smoothing, weight=_pick(surrogate_weight, defaults["surrogate_weight"]))
     click.echo(f"{dataset}: {len(x)} training images {shape} on {device}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)
     warm_epochs = _pick(warm_epochs, defaults["warm_epochs"])
@@ -270,7 +335,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
                        log=lambda line: click.echo(line, err=True)) if warm_epochs else []
     mse_weight = _pick(mse_weight, defaults["mse_weight"])
     loss_fn = get_loss(loss, mse_weight)
-    history = train_ae(ae, [target], loss_fn, x, y, x_val, y_val, cfg, attack=training_attack(attack_cfg),
+    queries_before = blackbox.queries if blackbox is not None else 0
+    history = train_ae(trained, [target], loss_fn, x, y, x_val, y_val, cfg, attack=attack,
                        log=lambda line: click.echo(line, err=True))
     ae.eval()
     images = cfg.epochs * (cfg.epoch_images or len(x))
@@ -279,9 +345,9 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
                    "warm_epochs": warm_epochs, "access": access, "train": asdict(cfg), "attack": attack_cfg.describe(),
                    "n_train": len(x), "n_val": len(x_val), "arch": arch, "arch_kwargs": arch_kwargs}
     if blackbox is not None:
-        description["blackbox"] = {"directions": target.directions, "smoothing": target.smoothing,
-                                   "output": blackbox.output, "queries": blackbox.queries,
-                                   "queries_per_training_image": blackbox.queries / images}
+        ae_queries = blackbox.queries - queries_before
+        description["blackbox"] = {**query_info, "output": blackbox.output, "ae_training_queries": ae_queries,
+                                   "queries": blackbox.queries, "queries_per_training_image": blackbox.queries / images}
     save_ae(ae, out, dataset=dataset if named else "folder", arch=arch, arch_kwargs=arch_kwargs, input_shape=shape,
             loss=loss, description=description)
     natural = correct_flags(Defended(ae, classifier), data_["x_test"], data_["y_test"]).float().mean().item()

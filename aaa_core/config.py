@@ -490,14 +490,15 @@ OUTPUTS = ("logits", "probs")
 
 @dataclass(frozen=True)
 class BlackboxConfig:
-    """One AE training budget shared by the black-box study's four trainings (blackbox.yaml's ``<dataset>``);
+    """One AE training budget shared by the black-box study's trainings (blackbox.yaml's ``<dataset>``);
     the training attack's steps and step are params.yaml's ``adversarial.<dataset>``."""
     epochs: Count
     epoch_images: Size         # images drawn per epoch (0 = all)
     eps_ramp: Size             # iterations over which the training eps grows linearly from 0
     warm_epochs: Size          # epochs of clean reconstruction before adversarial training (0 = none)
-    directions: Count          # q: random directions per zeroth-order gradient (q queries per image)
-    smoothing: Step            # mu: the L2 length of each probe's perturbation
+    estimate_images: Count     # images per batch whose CE gradient the latent estimate takes in the AE's update
+    smoothing: Step            # mu: the finite-difference step of the latent estimate
+    surrogate_weight: Fraction  # the update's gradient: this much the surrogate's exact one, the rest the estimate
     output: str                # what the black box returns: logits or probs
     surrogate: str             # the surrogate's architecture (of the dataset's zoo)
 

@@ -20,11 +20,11 @@ from aaa_core.stats import percent_with_interval
 from aaa_core.reporting.verdicts import (Scored, collapse_reason, collapsed_mark, example_count, example_set, judge, percent)
 from stages._cli import output_file, run
 
-ACCESS = {"gradient": "white-box (reference)", "query": "query-only: zeroth-order PGD and AE update",
-          "transfer": "query-only: PGD on a surrogate (transferred), zeroth-order AE update",
-          "surrogate": "white-box against a surrogate trained on the black box's labels"}
-SHORT = {"gradient": "white-box AE", "query": "query-only AE", "transfer": "transfer AE",
-         "surrogate": "surrogate-trained AE"}
+ACCESS = {"gradient": "white-box (reference)",
+          "query": "query-only: PGD on the surrogate (transferred), update blending the surrogate's gradient and a "
+                   "latent zeroth-order estimate",
+          "surrogate": "white-box against the surrogate"}
+SHORT = {"gradient": "white-box AE", "query": "query-only AE", "surrogate": "surrogate-trained AE"}
 REFERENCE = "gradient"
 
 
@@ -51,18 +51,43 @@ def collapses(runs: dict[str, tuple[dict, dict]], alone: float | None) -> dict[s
 
 
 def verdicts(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None]) -> list[str]:
-    """Each blind-trained AE against the white-box one, under the suite's worst case, paired on the same examples."""
+    """Each blind-trained AE against the white-box one, then the query-only AE against the surrogate-trained one (do
+    the queries add anything to the surrogate?), under the suite's worst case, paired on the same examples."""
     def scored(access: str) -> Scored:
         suite = runs[access][1]
         return Scored(SHORT[access], suite["worst_case_accuracy"], example_count(suite), suite.get("worst_case_flags"),
                       example_set(suite), collapsed.get(access))
 
     reference = scored(REFERENCE)
-    return [f"- {SHORT[access]} against the {SHORT[REFERENCE]}: {judge(scored(access), reference).text}"
-            for access in runs if access != REFERENCE]
+    lines = [f"- {SHORT[access]} against the {SHORT[REFERENCE]}: {judge(scored(access), reference).text}"
+             for access in runs if access != REFERENCE]
+    if {"query", "surrogate"} <= set(runs):
+        lines.append(f"- {SHORT['query']} against the {SHORT['surrogate']}: "
+                     f"{judge(scored('query'), scored('surrogate')).text}")
+    return lines
 
 
-def table(dataset: str, runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None] | None = None) -> list[str]:
+def gaps(runs: dict[str, tuple[dict, dict]]) -> list[str]:
+    """Each blind-trained AE's natural (full test set) and worst-case accuracy beside the white-box AE's, and the gap."""
+    def pair(access: str) -> tuple[float, float]:
+        train, suite = runs[access]
+        return 100 * train["natural_test_accuracy"], 100 * suite["worst_case_accuracy"]
+
+    ref_natural, ref_worst = pair(REFERENCE)
+    lines = []
+    for access in runs:
+        if access != REFERENCE:
+            natural, worst = pair(access)
+            lines.append(f"- {SHORT[access]}: natural {natural:.1f} against {ref_natural:.1f} "
+                         f"({natural - ref_natural:+.1f} points), worst case {worst:.1f} against {ref_worst:.1f} "
+                         f"({worst - ref_worst:+.1f} points)")
+    return lines
+
+
+def table(dataset: str, runs: dict[str, tuple[dict, dict]], surrogate: dict,
+          collapsed: dict[str, str | None] | None = None) -> list[str]:
+    """One row per way: every query it cost (the surrogate's labels included where it uses the surrogate), per
+    training image drawn, its wall times, natural accuracy and the suite's accuracies with Wilson intervals."""
     any_suite = next(iter(runs.values()))[1]
     paper = sorted(a["settings"]["steps"] for a in any_suite["attacks"] if a["name"].endswith("-paper"))
     n = example_count(any_suite)
@@ -71,16 +96,16 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]], collapsed: dict[str,
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for access, (train, suite) in runs.items():
         queries = train["queries"]
-        total = (queries["ae_training"] or 0) + queries["surrogate_labels"]
+        labels = surrogate["queries"] if access != REFERENCE else 0
         parts = ([f"{queries['ae_training']:,} AE training"] if queries["ae_training"] else []) + \
-                ([f"{queries['surrogate_labels']:,} surrogate labels"] if queries["surrogate_labels"] else [])
+                ([f"{labels:,} surrogate labels"] if labels else [])
+        total = (queries["ae_training"] or 0) + labels
         spent = f"{total:,} ({', '.join(parts)})" if parts else "none (gradients)"
-        per_image = "-" if queries["per_training_image"] is None else f"{queries['per_training_image']:.0f}"
-        seconds = f"{train['ae_training_seconds']:.0f}"
-        if train.get("surrogate"):
-            seconds += f" (+{train['surrogate']['seconds']:.0f} surrogate)"
+        per_image = f"{total / queries['training_images']:.0f}" if total else "-"
+        seconds = f"{train['ae_training_seconds']:.0f}" + (f" (+{surrogate['seconds']:.0f} surrogate)" if labels else "")
         masked = suite["masked_gradients"]
-        row = [ACCESS[access] + collapsed_mark((collapsed or {}).get(access)), spent, per_image, seconds, f"{100 * train['natural_test_accuracy']:.1f}"]
+        row = [ACCESS[access] + collapsed_mark((collapsed or {}).get(access)), spent, per_image, seconds,
+               f"{100 * train['natural_test_accuracy']:.1f}"]
         row += [percent_with_interval(_attack(suite, f"pgd{k}-paper"), n) for k in paper]
         row += [percent_with_interval(suite["worst_case_accuracy"], n),
                 ("yes" + (" (acknowledged)" if masked["acknowledged"] else "")) if masked["detected"] else "no"]
@@ -91,45 +116,51 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]], collapsed: dict[str,
 @click.command()
 @click.option("--dataset", required=True)
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="metrics/blackbox/<dataset>: train_<access>.json and robustness/<access>.json")
+              help="metrics/blackbox/<dataset>: surrogate.json, train_<access>.json and robustness/<access>.json")
 @output_file("--out")
 @click.option("--classifier-metrics", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The classifier's evaluate metrics (its natural accuracy alone, for the collapse rule); default "
                    "metrics/<dataset>/evaluate/<classifier>.json beside metrics/blackbox.")
 def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | None) -> None:
     runs = {a: (_read(metrics_dir / f"train_{a}.json"), _read(metrics_dir / "robustness" / f"{a}.json")) for a in ACCESS}
+    surrogate = _read(metrics_dir / "surrogate.json")
     train, suite = runs["query"]
     if classifier_metrics is None:
         classifier_metrics = metrics_dir.parent.parent / dataset / "evaluate" / f"{Path(train['classifier']).stem}.json"
     alone = _read(classifier_metrics).get("natural_accuracy_full_test") if classifier_metrics.is_file() else None
     collapsed = collapses(runs, alone)
     budget, attack = train["blackbox"], train["attack"]
-    per_epoch = (attack["steps"] + 1) * (budget["directions"] + 1)
+    batch, latent = train["train"]["batch_size"], train["queries"]["per_estimated_image"]
     settings = "; ".join(f"{a['name']}: " + ", ".join(f"{k} {v}" for k, v in a["settings"].items()
                                                        if k not in ("eps", "norm", "examples", "seed"))
                          for a in suite["attacks"])
     lines = [
         f"# {dataset}: AAA trained through a black box", "",
-        f"One AE ({train['loss']} loss) trained four ways against the frozen natural classifier "
+        f"One AE ({train['loss']} loss) trained {len(runs)} ways against the frozen natural classifier "
         f"`{train['classifier']}`, at one budget: {budget['epochs']} epochs of {budget['epoch_images']} images, "
-        f"batch {train['train']['batch_size']}, eps ramp over {budget['eps_ramp']} iterations, training attack "
-        f"PGD-{attack['steps']} at eps {attack['eps']}, step {attack['alpha']}. Query-only training sees only the "
-        f"classifier's {budget['output']}: every gradient through it is a random-direction zeroth-order estimate "
-        f"from {budget['directions']} queries per image (smoothing {budget['smoothing']}), so an epoch costs "
-        f"(steps + 1) x (directions + 1) = {per_epoch} queries per image. Measured counts below: \"per training image\" "
-        "is the AE training's queries over the images it trained on, so it includes the validation passes (the "
-        "validation set is attacked the same way each epoch) and excludes the surrogate's labels. "
-        f"The surrogate ({budget['surrogate']}, its own weights) learns the black box's "
-        "labels, one query per image of the training and validation split; the AE is then either trained white-box against it (the last "
-        "row), or, query-only again, attacked through AE + surrogate while its update still comes from "
-        "zeroth-order estimates through the black box (q + 1 queries per image and iteration). Every AE "
-        f"starts with {budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
+        f"batch {batch}, eps ramp over {budget['eps_ramp']} iterations, training attack "
+        f"PGD-{attack['steps']} at eps {attack['eps']}, step {attack['alpha']}. Every AE starts with "
+        f"{budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
+        f"The surrogate ({surrogate['arch']}, its own weights) learns the black box's labels: one query per image "
+        f"of the training and validation split ({surrogate['queries']:,}); it agrees with the black box on "
+        f"{percent(surrogate['test_agreement_with_blackbox'])} of the test set. Query-only training sees only the "
+        f"classifier's {budget['output']}. Its training attack is PGD through the AE and the surrogate (no "
+        "queries); the examples then meet the black box. Its update is the black box's loss, and the gradient that "
+        f"reaches the AE is {budget['surrogate_weight']:g} times the surrogate's exact gradient (for the black box's "
+        f"loss) plus {1 - budget['surrogate_weight']:g} times a zeroth-order estimate taken in the AE's latent, with "
+        "decoder and classifier queried as one black box: coordinate-wise forward differences (smoothing "
+        f"{budget['smoothing']}), {latent} queries per estimated image, for {budget['estimate_images']} images of "
+        f"each batch of {batch} (their gradient scaled by {batch}/{budget['estimate_images']}); the other images "
+        "are queried once. The estimate reaches the encoder only; the surrogate's gradient and the MSE term reach "
+        "encoder and decoder exactly. \"Per training image\" is every query the way cost (the surrogate's labels, the "
+        "update, the validation passes) over the images its AE trained on.", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
         f"attacker is not limited) by the adaptive suite on {example_count(suite)} test images, seed "
         f"{suite['seed']}, eps {attack['eps']}, float32. Accuracies in percent with 95% Wilson intervals over "
         "the examples. The natural accuracy is on the full test set.", "",
-        *table(dataset, runs, collapsed), "",
-        "Each blind-trained AE against the white-box one under the suite's worst case, paired on the same "
+        *table(dataset, runs, surrogate, collapsed), "",
+        "Each blind-trained AE against the white-box one, and the query-only AE against the surrogate-trained one, "
+        "under the suite's worst case, paired on the same "
         "examples: the exact two-sided McNemar test at 0.05 (\"n vs m discordant\": examples only the better "
         "side, or for an inconclusive verdict the blind-trained AE, gets right, against examples only the other "
         "does; \"inconclusive\" says the test could not separate them, not that they are equal). "
@@ -137,6 +168,8 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
            "set) has collapsed: it is marked and left out." if alone is not None else
            f"Collapse not checked: no metrics of the classifier alone ({classifier_metrics})."), "",
         *verdicts(runs, collapsed), "",
+        f"Each blind-trained AE beside the {SHORT[REFERENCE]}, in percent (natural on the full test set, worst case on "
+        "the suite's examples):", "", *gaps(runs), "",
         "The suite's attacks: " + settings + ".", "",
     ]
     with atomic_path(out) as tmp:

@@ -115,7 +115,8 @@ def test_surrogate_labels_are_the_black_boxs_predictions_one_query_each():
     assert box.queries == 7
 
 
-def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path):
+@pytest.mark.parametrize("stage, access", [("train_ae_blackbox", ["--access", "surrogate"]), ("train_surrogate", [])])
+def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path, stage, access):
     import subprocess
     import sys
     from pathlib import Path
@@ -129,8 +130,7 @@ def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     dummy = tmp_path / "x.pt"
     dummy.write_bytes(b"")
-    proc = subprocess.run([sys.executable, "-m", "stages.train_ae_blackbox", "--dataset", "mnist", "--access", "surrogate",
-                           "--classifier", str(dummy), "--data", str(dummy), "--out", str(tmp_path / "ae.pt"),
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--dataset", "mnist", *access, "--classifier", str(dummy), "--data", str(dummy), "--out", str(tmp_path / "ae.pt"),
                            "--metrics", str(tmp_path / "m.json"), "--blackbox-params", str(bad)],
                           cwd=root, capture_output=True, text=True)
     assert proc.returncode == 1
@@ -140,8 +140,9 @@ def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("directions", 0, r"blackbox.yaml: mnist.directions = 0 is out of range: expected >= 1"),
+    ("estimate_images", 0, r"blackbox.yaml: mnist.estimate_images = 0 is out of range: expected >= 1"),
     ("smoothing", 0.0, r"mnist.smoothing = 0.0 is out of range: expected in \(0, 1\]"),
+    ("surrogate_weight", 1.5, r"mnist.surrogate_weight = 1.5 is out of range: expected in \[0, 1\]"),
     ("output", "labels", r"mnist.output = 'labels': expected one of logits, probs"),
     ("surrogate", "ae", r"mnist.surrogate = 'ae': expected a classifier of the mnist zoo"),
     ("colour", 1, r"unknown key\(s\) mnist.colour"),
@@ -168,7 +169,7 @@ def test_the_smoke_overlay_replaces_only_its_keys():
 
     path = Path(__file__).resolve().parents[1] / "blackbox.yaml"
     cpu, smoke = load_blackbox(path, "mnist", "cpu"), load_blackbox(path, "mnist", "smoke")
-    assert (smoke.epochs, smoke.directions) == (1, 2) and smoke.smoothing == cpu.smoothing
+    assert (smoke.epochs, smoke.estimate_images) == (1, 2) and smoke.smoothing == cpu.smoothing
 
 
 def test_wilson_interval_matches_the_textbook_values():
@@ -193,16 +194,17 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
 
     attacks = [{"name": n, "kind": "white-box", "accuracy": 0.5, "settings": {"steps": s}}
                for n, s in (("pgd40-paper", 40), ("pgd200-paper", 200))]
+    (tmp_path / "surrogate.json").write_text(json.dumps({"arch": "dnn", "queries": 110, "seconds": 1.0,
+                                                          "test_agreement_with_blackbox": 0.97}))
     for access in ACCESS:
-        queries = None if access in ("gradient", "surrogate") else 3000
+        queries = 3000 if access == "query" else None
         train = {"loss": "ce_mse", "classifier": "models/mnist/dnn.pt", "n_train": 100, "natural_test_accuracy": 0.9,
                  "train": {"batch_size": 64}, "attack": {"steps": 10, "eps": 0.3, "alpha": 0.04},
-                 "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "directions": 20,
-                              "smoothing": 0.005, "output": "logits", "surrogate": "dnn"},
+                 "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "estimate_images": 8,
+                              "surrogate_weight": 0.5, "smoothing": 0.01, "output": "logits", "surrogate": "dnn"},
                  "queries": {"ae_training": queries, "per_training_image": queries and queries / 100,
-                             "surrogate_labels": 110 if access in ("transfer", "surrogate") else 0},
-                 "ae_training_seconds": 3.0,
-                 "surrogate": {"seconds": 1.0} if access in ("transfer", "surrogate") else None}
+                             "training_images": 100, "per_estimated_image": 128 if queries else 0},
+                 "ae_training_seconds": 3.0}
         suite = {"name": access, "examples": 10, "seed": 0, "attacks": attacks, "worst_case_accuracy": 0.4,
                  "masked_gradients": {"detected": False, "acknowledged": False}}
         (tmp_path / f"train_{access}.json").write_text(json.dumps(train))
@@ -212,5 +214,7 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
                                        str(tmp_path / "out.md")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out.md").read_text()
-    assert "{" not in text and "231 queries per image" in text and "The surrogate (dnn, its own weights)" in text
+    assert "{" not in text and "128 queries per estimated image" in text and "The surrogate (dnn, its own weights)" in text
+    assert "| 3,110 (3,000 AE training, 110 surrogate labels) | 31 |" in text     # every query, per training image
+    assert "- query-only AE: natural 90.0 against 90.0 (+0.0 points), worst case 40.0 against 40.0" in text
     assert "40.0 [16.8, 68.7]" in text     # the worst case with its Wilson interval over 10 examples

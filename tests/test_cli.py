@@ -89,8 +89,13 @@ def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
     metrics = json.loads((workspace / "ae_q.json").read_text())
     box = metrics["blackbox"]
     assert len(metrics["warm_start_history"]) == 1        # query access starts with a clean reconstruction epoch
-    # per batch: 2 attack steps and the update, each 1 forward + 2 directions, then the validation pass
-    assert box["directions"] == 2 and box["queries"] > 0 and box["queries_per_training_image"] >= 9
+    # the generic AE's latent (64 x 4 x 4) is larger than the image: the pixel-space estimate, PGD on the surrogate
+    assert box["estimate"].startswith("pixel, 2 random directions") and box["surrogate"] == "a fresh my_models:net"
+    # one label per training and validation image for the surrogate; then per training image one forward and
+    # 2 directions for the update (the attack runs on the surrogate), and one validation forward each
+    n, n_val = metrics["n_train"], metrics["n_val"]
+    assert box["surrogate_label_queries"] == n + n_val and box["ae_training_queries"] == n * 3 + n_val
+    assert box["queries"] == 4 * n + 2 * n_val and box["queries_per_training_image"] == (4 * n + 2 * n_val) / n
     ae, info = load_ae(workspace / "ae_q.pt")
     assert info["meta"]["description"]["access"] == "query"
 
@@ -362,3 +367,66 @@ def test_the_mse_weight_of_ce_mse_is_an_option_and_recorded(workspace):
     assert w10["history"][0]["loss"] > w1["history"][0]["loss"]
     result = CliRunner().invoke(main, [*FIT, "--loss", "ce", "--mse-weight", "10", "--out", "x.pt"])
     assert result.exit_code == 2 and "--mse-weight" in result.output and "this run's loss is ce" in result.output
+
+
+MNIST_FACTORY = '''
+import torch
+from torch import nn
+from tripwire import tripwire
+
+
+class Net(nn.Module):
+    """A linear MNIST classifier whose backward pass raises: any gradient taken through it fails the test."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.linear = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.linear(tripwire(x).flatten(1))
+'''
+
+
+@pytest.fixture()
+def mnist_workspace(tmp_path, monkeypatch):
+    """A tiny prepared "mnist" file (random digits) and a tripwired classifier of it, in a fresh folder."""
+    (tmp_path / "my_mnist.py").write_text(MNIST_FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gen = torch.Generator().manual_seed(0)
+    torch.save({"x_train": torch.randint(0, 256, (40, 1, 28, 28), generator=gen, dtype=torch.uint8),
+                "y_train": torch.randint(10, (40,), generator=gen), "dataset": "mnist", "label": "MNIST (random)",
+                "x_test": torch.randint(0, 256, (16, 1, 28, 28), generator=gen, dtype=torch.uint8),
+                "y_test": torch.randint(10, (16,), generator=gen), "source": "test"}, tmp_path / "mnist.pt")
+    return tmp_path
+
+
+MNIST_FIT = ["fit", "--classifier", "my_mnist:Net", "--dataset", "mnist", "--data", "mnist.pt",
+             "--params", str(Path(__file__).resolve().parents[1] / "params.yaml"), "--epochs", "1", "--epoch-images", "0",
+             "--steps", "1", "--batch-size", "8", "--val-size", "8", "--out", "ae.pt"]
+
+
+def test_query_only_fit_of_a_named_dataset_estimates_in_the_latent_at_an_exact_count(mnist_workspace):
+    from tripwire import TripwireError  # noqa: F401 (a gradient through the classifier would raise it here)
+
+    result = invoke(*MNIST_FIT, "--access", "query", "--estimate-images", "2")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((mnist_workspace / "ae.json").read_text())
+    box, latent = metrics["blackbox"], metrics["arch_kwargs"].get("latent_dim", 128)
+    assert box["estimate"] == f"latent, coordinate-wise ({latent} queries per estimated image)"
+    assert box["surrogate"] == "dnn (blackbox.yaml)" and 0 < box["surrogate_weight"] < 1
+    n, n_val = metrics["n_train"], metrics["n_val"]
+    batches = -(-n // 8)
+    # labels for the surrogate; per batch 8 forwards and 2 estimated images of `latent` probes; validation forwards
+    assert box["surrogate_label_queries"] == n + n_val
+    assert box["ae_training_queries"] == n + batches * 2 * latent + n_val
+    assert box["queries"] == box["surrogate_label_queries"] + box["ae_training_queries"]
+
+
+def test_the_tripwire_of_the_named_query_test_catches_white_box_training(mnist_workspace):
+    # the control: the same fit with gradients through the classifier trips it, so the test above can fail
+    from tripwire import TripwireError
+
+    with pytest.raises(TripwireError):
+        invoke(*MNIST_FIT, "--access", "gradient")

@@ -164,7 +164,7 @@ def names(repo: Path, *patterns: str) -> set[str]:
     return {n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
-MNIST_TRAINING = ("train_classifier@mnist-*", "train_ae@mnist", "train_ae_blackbox@mnist-*")
+MNIST_TRAINING = ("train_classifier@mnist-*", "train_ae@mnist", "train_ae_blackbox@mnist-*", "train_surrogate@mnist")
 # comparison/dvc.yaml: Madry and AAA at more seeds, and Madry fine-tuned from the natural dnn
 REPLICATES = ("replicate_madry@*", "replicate_ae@*", "finetune_madry")
 REPLICATE_EVAL = ("replicate_eval@*",)
@@ -186,7 +186,7 @@ KNOBS = [
     ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
     ("certify.mnist.n", 1000, ("certify@mnist",)),
     ("certify.mnist.sigmas", [0.5], ("certify@mnist",) + NOISE_AE),   # the noise AE trains at the sigmas
-    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae_blackbox@mnist-*")),   # the surrogates
+    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_surrogate@mnist")),   # the surrogate
     ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_blackbox@mnist-*",
                                  "replicate_ae@*") + VARIANTS + NOISE_AE),
     ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae_blackbox@mnist-*",
@@ -209,7 +209,7 @@ KNOBS = [
     ("devices", 2, ("train_classifier@*", "train_ae@*") + EVAL
      + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL + ("train_ae_noise@*",)),
     ("device", "cpu", ("train_classifier@*", "train_ae@*", "knn_eval@*",
-                       "robustness@*", "train_ae_blackbox@*",
+                       "robustness@*", "train_ae_blackbox@*", "train_surrogate@*",
                        "robustness_blackbox@*", "autoattack_study", "train_ae_noise@*", "certify@*")
      + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
@@ -261,7 +261,7 @@ def test_the_black_box_stages_track_their_own_params_file():
     readers = params_file_readers("blackbox.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
         f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"]
-        for access in ("gradient", "query", "transfer", "surrogate")}
+        for access in ("gradient", "query", "surrogate")} | {"train_surrogate@mnist": ["mnist", "scales.cpu.mnist"]}
 
 
 def test_the_comparison_stages_track_their_own_params_file():

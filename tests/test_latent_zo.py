@@ -252,3 +252,118 @@ def test_bad_arguments_are_refused():
         LatentZeroOrder(ae.decoder, box, estimator="spsa", smoothing=1e-3)
     with pytest.raises(ValueError):
         LatentZeroOrder(ae.decoder, box, smoothing=0.0)
+    with pytest.raises(ValueError):
+        ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3), estimate_images=0)
+
+
+# (f) estimate_images: in the AE's update only the first k images are estimated, scaled by n / k
+
+def _encoder_grads(estimate_images, *, scale_fault: bool = False, monkeypatch=None):
+    """(per-example latent gradients of the batch-mean CE, queries) for a batch of 8 made in training mode."""
+    ae, classifier = _models(3)
+    x, y = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(4)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    box = QueryOnly(classifier)
+    if scale_fault:
+        monkeypatch.setattr(query_only._ScaleGrad, "backward", staticmethod(lambda ctx, grad: (grad, None)))
+    head = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3), estimate_images=estimate_images)
+    x_hat = LatentAE(ae).train()(x)
+    z = getattr(x_hat, query_only.LATENT_ATTR)
+    z.retain_grad()
+    F.cross_entropy(head(x_hat), y).backward()
+    return z.grad, box.queries
+
+
+def test_the_update_estimates_k_images_scaled_by_n_over_k_at_n_plus_k_times_d_queries():
+    full, full_queries = _encoder_grads(None)
+    part, part_queries = _encoder_grads(3)
+    assert full_queries == 8 * (LATENT + 1) and part_queries == 8 + 3 * LATENT
+    assert torch.allclose(part[:3], full[:3] * 8 / 3, rtol=0.05, atol=1e-5)   # unbiased for the batch mean
+    assert torch.equal(part[3:], torch.zeros_like(part[3:]))                   # the rest pass no gradient
+
+
+def test_a_missing_n_over_k_scale_fails_the_subsample_check(monkeypatch):
+    full, _ = _encoder_grads(None)
+    part, _ = _encoder_grads(3, scale_fault=True, monkeypatch=monkeypatch)
+    assert not torch.allclose(part[:3], full[:3] * 8 / 3, rtol=0.05, atol=1e-5)
+
+
+def test_the_training_attack_estimates_every_image_whatever_estimate_images_says():
+    ae, classifier = _models(5)
+    box = QueryOnly(classifier)
+    head = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3), estimate_images=2)
+    x = torch.rand(6, 1, 4, 4).requires_grad_()
+    x_hat = LatentAE(ae).eval()(x)                          # the attack runs with the AE in eval mode
+    grad, = torch.autograd.grad(F.cross_entropy(head(x_hat), torch.zeros(6, dtype=torch.long)), x)
+    assert box.queries == 6 * (LATENT + 1) and (grad.flatten(1).abs().sum(1) > 0).all()
+
+
+def test_train_ae_with_a_transferred_attack_queries_only_for_the_update_and_validation():
+    ae, classifier = _models(7)
+    surrogate = SmoothClassifier(armed=False)
+    x, y = torch.rand(32, 1, 4, 4), torch.randint(3, (32,))
+    box = QueryOnly(classifier)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, lr_patience=5, seed=0)
+    attack = query_only.transferred(training_attack(PGDConfig(eps=0.3, alpha=0.1, steps=2)), surrogate)
+    head = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3), estimate_images=4)
+    train_ae(LatentAE(ae), [head], ce_mse, x, y, x[:8], y[:8], cfg, attack=attack, log=lambda _: None)
+    # training: per batch of 16, 16 forwards + 4 estimated images of LATENT probes; validation: one forward each
+    assert box.queries == 2 * (16 + 4 * LATENT) + 8
+
+
+def test_the_surrogate_learns_the_black_boxs_labels_at_one_query_per_image():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    teacher[1].bias.data.copy_(-teacher[1].weight.data.sum(1) / 2)     # balanced classes on images in [0, 1]
+    student = SmoothClassifier(armed=False)
+    box = QueryOnly(teacher)
+    x, x_val = torch.rand(256, 1, 4, 4), torch.rand(64, 1, 4, 4)
+    before = (student(x_val).argmax(1) == teacher(x_val).argmax(1)).float().mean()
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=1e-2, lr_patience=5, seed=0)
+    surrogate, info = query_only.train_surrogate(box, student, x, x_val, cfg, log=lambda _: None)
+    after = (surrogate(x_val).argmax(1) == teacher(x_val).argmax(1)).float().mean()
+    assert info["queries"] == box.queries == 256 + 64
+    assert after > before + 0.2 and not any(p.requires_grad for p in surrogate.parameters())
+
+
+# (g) SurrogateBlend: the black box's loss, a gradient blended from the surrogate's and the estimate
+
+def _blend_grads(weight: float):
+    """(gradient at the AE's output of the batch-sum CE through SurrogateBlend, queries, answer, pieces)."""
+    ae, classifier = _models(8)
+    surrogate = SmoothClassifier(armed=False)
+    box = QueryOnly(classifier)
+    slot = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3))
+    blend = query_only.SurrogateBlend(slot, surrogate, weight)
+    x, y = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(9)), torch.tensor([0, 1, 2, 0, 1])
+    x_hat = LatentAE(ae).train()(x)
+    z = getattr(x_hat, query_only.LATENT_ATTR)
+    answer = blend(x_hat)
+    grad_z, = torch.autograd.grad(F.cross_entropy(answer, y, reduction="sum"), z)
+    queries = box.queries
+    w = torch.softmax(box.query(x_hat), 1) - F.one_hot(y, 3)       # the black box's dloss/dlogits
+    leaf = z.detach().clone().requires_grad_()
+    sur_z, = torch.autograd.grad((surrogate(ae.decode(leaf)) * w).sum(), leaf)
+    est_z = _exact_vjp(ae, classifier, z.detach(), w)
+    return grad_z, queries, answer, classifier, x_hat, sur_z, est_z
+
+
+def _off(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_the_blend_is_the_black_boxs_loss_with_weight_times_the_surrogates_gradient_plus_the_rest_estimated():
+    grad, queries, answer, classifier, x_hat, sur, est = _blend_grads(0.25)
+    classifier.armed = False
+    assert torch.allclose(answer, classifier(x_hat.detach()))           # the value is the black box's answer
+    assert queries == 5 * (LATENT + 1)
+    assert _off(grad, 0.25 * sur + 0.75 * est) < 0.05
+    assert _off(grad, 0.75 * sur + 0.25 * est) > 0.2          # the check tells the weights apart
+
+
+def test_a_blend_of_weight_one_spends_no_estimate_and_weight_zero_is_the_estimate_alone():
+    grad, queries, *_, sur, est = _blend_grads(1.0)
+    assert queries == 5 and torch.allclose(grad, sur, rtol=1e-4, atol=1e-6)
+    grad, queries, *_, sur, est = _blend_grads(0.0)
+    assert queries == 5 * (LATENT + 1) and _off(grad, est) < 0.05
+    with pytest.raises(ValueError):
+        query_only.SurrogateBlend(None, SmoothClassifier(), 1.5)

@@ -131,12 +131,16 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     assert r["worst_case_accuracy"] <= min(a["accuracy"] for a in r["attacks"])
     assert all(c["passed"] for c in r["checks"])
     assert "more_steps_not_weaker_independent_runs" in {c["name"] for c in r["checks"]}   # the suite's, too
-    # the black-box study end to end (its own pipeline): four accesses, each attacked by the suite, one table
-    # (its header and four rows)
+    # the black-box study end to end (its own pipeline): three accesses, each attacked by the suite, one table
+    # (its header and three rows)
     blackbox = (repo / "reports" / "blackbox_mnist.md").read_text()
-    assert blackbox.count("\n| ") == 5 and "query-only: zeroth-order PGD and AE update" in blackbox
+    assert blackbox.count("\n| ") == 4 and "query-only: PGD on the surrogate (transferred), update blending" in blackbox
     train_query = json.loads((repo / "metrics/blackbox/mnist/train_query.json").read_text())
-    assert train_query["queries"]["ae_training"] > 0 and train_query["queries"]["surrogate_labels"] == 0
+    queries, budget = train_query["queries"], train_query["blackbox"]
+    # per batch, its forwards and `estimate_images` images of latent probes; the validation set once per epoch
+    batches, n_val = queries["training_images"] // train_query["train"]["batch_size"], train_query["n_val"]
+    assert queries["ae_training"] == (queries["training_images"] + batches * budget["estimate_images"]
+                                      * queries["per_estimated_image"] + budget["epochs"] * n_val)
     assert changed(repo, stages_matching(repo, DEFAULT_TARGETS)) == set()
 
 

@@ -325,22 +325,23 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
     ref, blind = paired_flags(15, 1, both=60, neither=24)
     attacks = [{"name": n, "kind": "white-box", "accuracy": 0.5, "settings": {"steps": s}}
                for n, s in (("pgd40-paper", 40), ("pgd200-paper", 200))]
-    naturals = {"gradient": 0.9, "query": 0.3, "transfer": 0.85, "surrogate": 0.88}
+    naturals = {"gradient": 0.9, "query": 0.85, "surrogate": 0.3}
+    (tmp_path / "surrogate.json").write_text(json.dumps({"arch": "dnn", "queries": 110, "seconds": 1.0,
+                                                          "test_agreement_with_blackbox": 0.97}))
     for access in ACCESS:
-        queries = None if access in ("gradient", "surrogate") else 3000
+        queries = 3000 if access == "query" else None
         train = {"loss": "ce_mse", "classifier": "models/mnist/dnn.pt", "n_train": 100,
                  "natural_test_accuracy": naturals[access], "train": {"batch_size": 64},
                  "attack": {"steps": 10, "eps": 0.3, "alpha": 0.04},
-                 "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "directions": 20,
-                              "smoothing": 0.005, "output": "logits", "surrogate": "dnn"},
+                 "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "estimate_images": 8,
+                              "surrogate_weight": 0.5, "smoothing": 0.01, "output": "logits", "surrogate": "dnn"},
                  "queries": {"ae_training": queries, "per_training_image": queries and queries / 100,
-                             "surrogate_labels": 110 if access in ("transfer", "surrogate") else 0},
-                 "ae_training_seconds": 3.0,
-                 "surrogate": {"seconds": 1.0} if access in ("transfer", "surrogate") else None}
+                             "training_images": 100, "per_estimated_image": 128 if queries else 0},
+                 "ae_training_seconds": 3.0}
         flags = ref if access == "gradient" else blind
         suite = {"name": access, "examples": 100, "seed": 0, "attacks": attacks,
                  "worst_case_accuracy": flags.count("1") / 100, "worst_case_flags": flags,
-                 "subset": {"n": 100, "seed": 0, "indices_sha256": "other" if access == "surrogate" else "s"},
+                 "subset": {"n": 100, "seed": 0, "indices_sha256": "s"},
                  "masked_gradients": {"detected": False, "acknowledged": False}}
         (tmp_path / f"train_{access}.json").write_text(json.dumps(train))
         (tmp_path / "robustness").mkdir(exist_ok=True)
@@ -351,10 +352,11 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out.md").read_text()
     assert not TIE.search(text)
-    assert ("- query-only AE against the white-box AE: not compared: query-only AE collapsed: natural 30.0% vs "
-            "classifier alone 98.0%") in text
-    assert "- transfer AE against the white-box AE: white-box AE better (p = 0.0005; 15 vs 1 discordant)" in text
-    assert "- surrogate-trained AE against the white-box AE: not paired: different examples" in text
+    assert ("- surrogate-trained AE against the white-box AE: not compared: surrogate-trained AE collapsed: natural "
+            "30.0% vs classifier alone 98.0%") in text
+    assert "- query-only AE against the white-box AE: white-box AE better (p = 0.0005; 15 vs 1 discordant)" in text
+    assert ("- query-only AE against the surrogate-trained AE: not compared: surrogate-trained AE collapsed: natural "
+            "30.0% vs classifier alone 98.0%") in text
     assert "[collapsed: natural 30.0% vs classifier alone 98.0%] |" in text
 
 

@@ -30,15 +30,27 @@ d = 128, cosine 1.000 at 129 queries per image):
   ``train_ae(LatentAE(ae), [ThroughLatent(LatentZeroOrder(ae.decoder, QueryOnly(c), ...))], ce_mse, ...)``
   trains the CE term through the latent estimate into the encoder, the MSE term exactly into encoder and decoder,
   and its training attack is PGD on the latent estimate chained through the (exact) encoder.
+- ``ThroughLatent(..., estimate_images=k)`` estimates the update's CE gradient for k images of each batch
+  (scaled by n / k): the latent CGE costs d queries per estimated image, so k bounds the cost per iteration.
+- ``train_surrogate`` trains a classifier of the defender's own on the black box's labels (one query per image),
+  and ``transferred(attack, surrogate)`` runs the training attack through the AE and that surrogate: no queries.
+- ``SurrogateBlend(slot, surrogate, weight)`` guards the estimated update: the black box's loss, with a gradient
+  that is ``weight`` times the surrogate's exact one plus ``1 - weight`` times the estimate.
+
+The black-box study (stages/train_ae_blackbox.py) and ``aaa fit --access query`` combine the last four: PGD on
+the surrogate for the attack; for the update, the latent estimate blended with the surrogate's gradient.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
 from aaa_core.errors import AAAError
+from aaa_core.models.compose import Defended, freeze
+from aaa_core.training.loops import Attack, TrainConfig, train_classifier
 
 Output = Literal["logits", "probs"]
 
@@ -58,6 +70,20 @@ class _Blocked(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         raise BlackBoxGradientError("a gradient was requested through a query-only classifier: it can only be "
                                     "queried (wrap it in ZeroOrder to estimate gradients from queries)")
+
+
+class _Queried(nn.Module):
+    """What every wrapper around a ``QueryOnly`` black box shares: ``queries`` is the black box's running count,
+    and ``train(mode)`` flips only the wrapper's flag (the black box never leaves eval mode; the mode of an AE
+    the wrapper refers to is the AE's business)."""
+
+    @property
+    def queries(self) -> int:
+        return self.blackbox.queries
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
 
 
 class QueryOnly(nn.Module):
@@ -128,7 +154,7 @@ def rge_vjp(query, u: Tensor, out: Tensor, w: Tensor, *, directions: int, smooth
     return (dim / directions) * (slopes[..., None] * v).sum(0).reshape(u.shape)
 
 
-class ZeroOrder(nn.Module):
+class ZeroOrder(_Queried):
     """A ``QueryOnly`` classifier made differentiable by zeroth-order estimates (see the module docstring).
 
     Forward: one query per image. Backward: ``directions`` queries per image, an RGE estimate of the
@@ -142,14 +168,6 @@ class ZeroOrder(nn.Module):
         if directions < 1 or smoothing <= 0:
             raise ValueError(f"directions must be >= 1 and smoothing > 0, got {directions}, {smoothing}")
         self.blackbox, self.directions, self.smoothing = blackbox, directions, smoothing
-
-    @property
-    def queries(self) -> int:
-        return self.blackbox.queries
-
-    def train(self, mode: bool = True) -> "ZeroOrder":
-        self.training = mode
-        return self
 
     def forward(self, u: Tensor) -> Tensor:
         if torch.is_grad_enabled() and u.requires_grad:
@@ -207,7 +225,7 @@ class _LatentVJP(torch.autograd.Function):
         return grad.to(z.dtype), None, None
 
 
-class LatentZeroOrder(nn.Module):
+class LatentZeroOrder(_Queried):
     """Decoder + ``QueryOnly`` classifier as one black box over the AE's latent, made differentiable by
     zeroth-order estimates taken in the latent (d = latent size) rather than in pixel space.
 
@@ -246,14 +264,6 @@ class LatentZeroOrder(nn.Module):
         self.blackbox, self.estimator, self.directions = blackbox, estimator, directions
         self.smoothing, self.chunk = smoothing, chunk
 
-    @property
-    def queries(self) -> int:
-        return self.blackbox.queries
-
-    def train(self, mode: bool = True) -> "LatentZeroOrder":
-        self.training = mode          # the decoder's mode is the AE's business
-        return self
-
     def decode(self, z: Tensor) -> Tensor:
         """decoder(z) in float32, without a graph (and outside any autocast: a bfloat16 base point would put
         rounding errors of ~1e-2 into differences divided by mu)."""
@@ -277,12 +287,14 @@ class LatentZeroOrder(nn.Module):
 
 
 LATENT_ATTR = "aaa_latent"    # the attribute by which LatentAE's reconstruction carries its latent
+UPDATE_ATTR = "aaa_update"    # ... and whether the AE made it in training mode (the update, not the attack)
 
 
 class LatentAE(nn.Module):
-    """An ``EncoderDecoder`` AE whose reconstruction carries its latent: ``x_hat.aaa_latent = z``, so that a
-    ``ThroughLatent`` classifier after it can take its zeroth-order estimate in the latent. Otherwise the AE
-    itself (same parameters, same output); ``ae`` is registered, so the optimizer of ``train_ae`` trains it.
+    """An ``EncoderDecoder`` AE whose reconstruction carries its latent: ``x_hat.aaa_latent = z`` (and
+    ``x_hat.aaa_update``: whether the AE is in training mode), so that a ``ThroughLatent`` classifier after it can
+    take its zeroth-order estimate in the latent. Otherwise the AE itself (same parameters, same output); ``ae``
+    is registered, so the optimizer of ``train_ae`` trains it.
     """
 
     def __init__(self, ae: nn.Module) -> None:
@@ -295,10 +307,24 @@ class LatentAE(nn.Module):
         z = self.ae.encode(x)
         x_hat = self.ae.decode(z)
         setattr(x_hat, LATENT_ATTR, z)
+        setattr(x_hat, UPDATE_ATTR, self.training)
         return x_hat
 
 
-class ThroughLatent(nn.Module):
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+class ThroughLatent(_Queried):
     """The classifier slot of ``train_ae`` (or ``Defended``) for a latent zeroth-order estimate.
 
     Given a reconstruction made by ``LatentAE`` (it carries its latent z), returns
@@ -306,30 +332,92 @@ class ThroughLatent(nn.Module):
     sends the estimate to z (hence exactly through the encoder) and nothing to x_hat, the decoder or the
     classifier. Given any other image it is the plain ``QueryOnly`` black box (a gradient through it raises
     ``BlackBoxGradientError``). Freezing this module freezes nothing of the AE.
+
+    ``estimate_images`` (k) bounds the estimate's cost in the AE's update: for a reconstruction the AE made in
+    training mode, only the first k images of the batch get the estimate (batches come shuffled, so they are a
+    random k), with their gradient scaled by n / k, which keeps the batch mean's gradient unbiased; the other
+    n - k images are queried once each and pass no gradient. The training attack (the AE in eval mode) and
+    ``None`` estimate every image.
     """
 
-    def __init__(self, latent_zo: LatentZeroOrder) -> None:
+    def __init__(self, latent_zo: LatentZeroOrder, estimate_images: int | None = None) -> None:
         super().__init__()
         if not isinstance(latent_zo, LatentZeroOrder):
             raise TypeError("ThroughLatent needs a LatentZeroOrder")
-        self.latent_zo = latent_zo
+        if estimate_images is not None and estimate_images < 1:
+            raise ValueError(f"estimate_images must be >= 1 (or None: every image), got {estimate_images}")
+        self.latent_zo, self.estimate_images = latent_zo, estimate_images
 
     @property
-    def queries(self) -> int:
-        return self.latent_zo.queries
-
-    def train(self, mode: bool = True) -> "ThroughLatent":
-        self.training = mode
-        return self
+    def blackbox(self) -> QueryOnly:
+        return self.latent_zo.blackbox
 
     def forward(self, x_hat: Tensor) -> Tensor:
         z = getattr(x_hat, LATENT_ATTR, None)
         if z is None:
-            return self.latent_zo.blackbox(x_hat)
-        return self.latent_zo.from_latent(z, image=x_hat)
+            return self.blackbox(x_hat)
+        k, n = self.estimate_images, len(x_hat)
+        if k is None or k >= n or not getattr(x_hat, UPDATE_ATTR, False) or not torch.is_grad_enabled():
+            return self.latent_zo.from_latent(z, image=x_hat)
+        head = _ScaleGrad.apply(self.latent_zo.from_latent(z[:k], image=x_hat[:k]), n / k)
+        return torch.cat([head, self.blackbox.query(x_hat[k:])])
+
+
+class SurrogateBlend(_Queried):
+    """The classifier slot of ``train_ae`` that guards a zeroth-order update with a surrogate's exact gradient.
+
+    ``slot`` is the query-only slot (``ThroughLatent`` or ``ZeroOrder``); its answer (the black box's) is what
+    this returns, so the loss the AE is trained and validated on is the black box's. The gradient that flows back
+    is ``weight`` times the exact VJP through ``surrogate`` (a classifier the defender owns, trained on the black
+    box's labels: no query) plus ``1 - weight`` times the slot's estimate, both for the black box's ``w``. Under
+    ``torch.no_grad`` (validation) the surrogate does not run. ``weight`` 0 is the slot alone, 1 the surrogate's
+    direction with the black box's loss.
+    """
+
+    def __init__(self, slot: nn.Module, surrogate: nn.Module, weight: float) -> None:
+        super().__init__()
+        if not 0 <= weight <= 1:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        self.slot, self.weight = slot, weight
+        object.__setattr__(self, "surrogate", freeze(surrogate))   # not a submodule: it is not trained here
+
+    @property
+    def blackbox(self) -> QueryOnly:
+        return self.slot.blackbox
+
+    def forward(self, x_hat: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and x_hat.requires_grad) or self.weight == 0:
+            return self.slot(x_hat)
+        if self.weight == 1:               # the estimate would be multiplied by 0: its queries are not spent
+            with torch.no_grad():
+                answer = self.slot(x_hat)
+        else:
+            answer = self.slot(x_hat)
+        exact = self.surrogate(x_hat).float()
+        return answer.detach() + self.weight * (exact - exact.detach()) + (1 - self.weight) * (answer - answer.detach())
 
 
 @torch.no_grad()
 def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Tensor:
     """The black box's predicted class for every image (one query each): a surrogate's training labels."""
     return torch.cat([blackbox.query(xb).argmax(1) for xb in x.split(batch_size)])
+
+
+def train_surrogate(blackbox: QueryOnly, surrogate: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, *,
+                    log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+    """Train ``surrogate`` naturally (``train_classifier`` with ``cfg``) on the black box's labels of the training
+    and validation images, one query each. Returns (the surrogate, frozen in eval mode, what it cost)."""
+    start, before = time.perf_counter(), blackbox.queries
+    labels, labels_val = blackbox_labels(blackbox, x), blackbox_labels(blackbox, x_val)
+    history = train_classifier(surrogate, x, labels, x_val, labels_val, cfg, log=log)
+    return freeze(surrogate), {"queries": blackbox.queries - before, "history": history,
+                               "seconds": round(time.perf_counter() - start, 1)}
+
+
+def transferred(attack: Attack, surrogate: nn.Module) -> Attack:
+    """A training attack (``attack(pipeline, x, y, generator, strength)``, as ``train_ae`` calls it) run through
+    the pipeline's AE and ``surrogate`` instead of its classifier: white-box PGD on a model the defender owns,
+    whose examples then meet the black box. It costs no query."""
+    def through_surrogate(pipeline, x: Tensor, y: Tensor, generator: torch.Generator, strength: float) -> Tensor:
+        return attack(Defended(pipeline.ae, surrogate), x, y, generator, strength)
+    return through_surrogate
