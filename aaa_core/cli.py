@@ -172,7 +172,7 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 
 
 def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val,
-                  surrogate_cfg, attack, *, estimate_images, directions, smoothing, weight):
+                  surrogate_cfg, attack, *, estimate_images, estimate_images_given, directions, smoothing, weight):
     """What query-only training needs: (module trained, classifier slot, training attack, description).
 
     The training attack runs through the AE and a surrogate trained on the black box's labels (one query per
@@ -194,24 +194,32 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
         fresh, where = build(dataset, defaults["surrogate"], **kwargs), f"{defaults['surrogate']} (blackbox.yaml)"
     else:
         fresh, where = load_classifier(classifier_spec).train(), f"a fresh {classifier_spec}"
-        known = blackbox.model.state_dict()
-        if fresh.state_dict().keys() == known.keys() and all(torch.equal(a.cpu(), known[k].cpu())
-                                                             for k, a in fresh.state_dict().items()):
-            raise click.BadParameter(f"{classifier_spec}() returns the classifier's own weights, so it cannot be "
-                                     "the surrogate: pass --surrogate MODULE:FACTORY", param_hint="--surrogate")
+    known, mine = blackbox.model.state_dict(), fresh.state_dict()
+    if fresh is blackbox.model or (mine.keys() == known.keys() and all(torch.equal(a.cpu(), known[k].cpu())
+                                                                       for k, a in mine.items())):
+        raise click.BadParameter(f"{where} gives the classifier's own weights, so it cannot be the surrogate of a "
+                                 "classifier that may only be queried: pass --surrogate MODULE:FACTORY returning "
+                                 "untrained weights", param_hint="--surrogate")
     surrogate, info = train_surrogate(blackbox, fresh.to(x.device), x, x_val, surrogate_cfg,
                                       log=lambda line: click.echo(line, err=True))
     described = {"surrogate": where, "surrogate_label_queries": info["queries"], "surrogate_weight": weight}
     with torch.no_grad():
         latent = ae.encode(x[:1]).numel() if hasattr(ae, "encode") and hasattr(ae, "decode") else None
     if latent is not None and latent < x[0].numel():
+        if directions is not None:
+            raise click.BadParameter("the AE's latent is smaller than the image, so the estimate is coordinate-wise in "
+                                     "the latent: directions are not used", param_hint="--directions")
         mu = _pick(smoothing, defaults["smoothing"] or 0.01)
         target = ThroughLatent(LatentZeroOrder(ae.decoder, blackbox, estimator="cge", smoothing=mu),
                                estimate_images=estimate_images)
         return LatentAE(ae), SurrogateBlend(target, surrogate, weight), transferred(attack, surrogate), {
             **described, "estimate": f"latent, coordinate-wise ({latent} queries per estimated image)",
             "estimate_images": estimate_images, "smoothing": mu}
-    q, mu = _pick(directions, 20), _pick(smoothing, defaults["smoothing"] or 0.005)
+    if estimate_images_given:
+        raise click.BadParameter(f"the AE's latent ({latent} values) is not smaller than the image, so the estimate "
+                                 "is taken in pixel space for every image (--directions sets its cost)",
+                                 param_hint="--estimate-images")
+    q, mu = _pick(directions, 20), _pick(smoothing, 0.005)
     target = SurrogateBlend(ZeroOrder(blackbox, directions=q, smoothing=mu), surrogate, weight)
     return ae, target, transferred(attack, surrogate), {
         **described, "estimate": f"pixel, {q} random directions (the AE has no latent smaller than the image)",
@@ -326,7 +334,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         surrogate_cfg = dataclasses.replace(cfg, epochs=defaults["surrogate_epochs"], epoch_images=0, eps_ramp=0)
         trained, target, attack, query_info = _query_access(
             ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val, surrogate_cfg,
-            attack, estimate_images=_pick(estimate_images, defaults["estimate_images"]), directions=directions,
+            attack, estimate_images=_pick(estimate_images, defaults["estimate_images"]),
+            estimate_images_given=estimate_images is not None, directions=directions,
             smoothing=smoothing, weight=_pick(surrogate_weight, defaults["surrogate_weight"]))
     click.echo(f"{dataset}: {len(x)} training images {shape} on {device}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)

@@ -1,8 +1,9 @@
 """render_blackbox: reports/blackbox_<dataset>.md, the AE trained with gradients, through queries only, and through a
 surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite.
 
-Each blind-trained AE is judged against the white-box one under the suite's worst case by the exact paired test
-on the same examples (``aaa_core.reporting.verdicts.judge`` on the records' ``worst_case_flags``). An AE whose natural
+Each blind-trained AE is judged against the white-box one, and the query-only AE against the surrogate-trained one
+(do the queries add anything to the surrogate?), under the suite's worst case by the exact paired test on the same
+examples (``aaa_core.reporting.verdicts.judge`` on the records' ``worst_case_flags``). An AE whose natural
 accuracy (full test set) is below half of the classifier's alone (``natural_accuracy_full_test`` of the
 classifier's evaluate record, ``metrics/<dataset>/evaluate/<classifier>.json`` unless ``--classifier-metrics``
 names it) is marked collapsed and left out of the verdicts.
@@ -67,8 +68,9 @@ def verdicts(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None
     return lines
 
 
-def gaps(runs: dict[str, tuple[dict, dict]]) -> list[str]:
-    """Each blind-trained AE's natural (full test set) and worst-case accuracy beside the white-box AE's, and the gap."""
+def gaps(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None] | None = None) -> list[str]:
+    """Each blind-trained AE's natural (full test set) and worst-case accuracy beside the white-box AE's, and the gap
+    (marked where either has collapsed)."""
     def pair(access: str) -> tuple[float, float]:
         train, suite = runs[access]
         return 100 * train["natural_test_accuracy"], 100 * suite["worst_case_accuracy"]
@@ -78,9 +80,10 @@ def gaps(runs: dict[str, tuple[dict, dict]]) -> list[str]:
     for access in runs:
         if access != REFERENCE:
             natural, worst = pair(access)
+            marks = "".join(collapsed_mark((collapsed or {}).get(a)) for a in (access, REFERENCE))
             lines.append(f"- {SHORT[access]}: natural {natural:.1f} against {ref_natural:.1f} "
                          f"({natural - ref_natural:+.1f} points), worst case {worst:.1f} against {ref_worst:.1f} "
-                         f"({worst - ref_worst:+.1f} points)")
+                         f"({worst - ref_worst:+.1f} points){marks}")
     return lines
 
 
@@ -147,12 +150,15 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         f"classifier's {budget['output']}. Its training attack is PGD through the AE and the surrogate (no "
         "queries); the examples then meet the black box. Its update is the black box's loss, and the gradient that "
         f"reaches the AE is {budget['surrogate_weight']:g} times the surrogate's exact gradient (for the black box's "
-        f"loss) plus {1 - budget['surrogate_weight']:g} times a zeroth-order estimate taken in the AE's latent, with "
-        "decoder and classifier queried as one black box: coordinate-wise forward differences (smoothing "
-        f"{budget['smoothing']}), {latent} queries per estimated image, for {budget['estimate_images']} images of "
-        f"each batch of {batch} (their gradient scaled by {batch}/{budget['estimate_images']}); the other images "
-        "are queried once. The estimate reaches the encoder only; the surrogate's gradient and the MSE term reach "
-        "encoder and decoder exactly. \"Per training image\" is every query the way cost (the surrogate's labels, the "
+        + (f"loss) plus {1 - budget['surrogate_weight']:g} times a zeroth-order estimate taken in the AE's latent, "
+           "with decoder and classifier queried as one black box: coordinate-wise forward differences (smoothing "
+           f"{budget['smoothing']}), {latent} queries per estimated image, for {budget['estimate_images']} images of "
+           f"each batch of {batch} (their estimate scaled by {batch}/{budget['estimate_images']}); the other images "
+           "are queried once. The estimate reaches the encoder only; the surrogate's gradient and the MSE term reach "
+           "encoder and decoder exactly." if budget["surrogate_weight"] < 1 else
+           "loss) alone: no estimate is taken, and every image is queried once. The surrogate's gradient and the MSE "
+           "term reach encoder and decoder.")
+        + " \"Per training image\" is every query the way cost (the surrogate's labels, the "
         "update, the validation passes) over the images its AE trained on.", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
         f"attacker is not limited) by the adaptive suite on {example_count(suite)} test images, seed "
@@ -162,14 +168,14 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         "Each blind-trained AE against the white-box one, and the query-only AE against the surrogate-trained one, "
         "under the suite's worst case, paired on the same "
         "examples: the exact two-sided McNemar test at 0.05 (\"n vs m discordant\": examples only the better "
-        "side, or for an inconclusive verdict the blind-trained AE, gets right, against examples only the other "
+        "side, or for an inconclusive verdict the first-named AE, gets right, against examples only the other "
         "does; \"inconclusive\" says the test could not separate them, not that they are equal). "
         + (f"An AE whose natural accuracy is below half of the classifier's alone ({percent(alone)}, full test "
            "set) has collapsed: it is marked and left out." if alone is not None else
            f"Collapse not checked: no metrics of the classifier alone ({classifier_metrics})."), "",
         *verdicts(runs, collapsed), "",
         f"Each blind-trained AE beside the {SHORT[REFERENCE]}, in percent (natural on the full test set, worst case on "
-        "the suite's examples):", "", *gaps(runs), "",
+        "the suite's examples):", "", *gaps(runs, collapsed), "",
         "The suite's attacks: " + settings + ".", "",
     ]
     with atomic_path(out) as tmp:

@@ -88,18 +88,24 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surr
         target = SurrogateBlend(estimate, surrogate, bb_cfg.surrogate_weight)
         attack = transferred(attack, surrogate)
     queries_before, ae_start = blackbox.queries, time.perf_counter()
-    resume = Resume(out, inputs=[data_path, classifier_path] + ([surrogate_path] if surrogate else []))
+    resume = Resume(out, inputs=[data_path, classifier_path] + ([surrogate_path] if surrogate is not None else []))
     state = resume.load(description, click.echo)
+    # queries spent before an interruption, kept in the resume state so that the count covers the whole run
+    resumed_queries = state.pop("blackbox_queries", 0) if state is not None else 0
+    saver = resume.saver(description)
+
+    def save_state(train_state: dict) -> None:
+        saver({**train_state, "blackbox_queries": resumed_queries + blackbox.queries - queries_before})
     warm = []
     if bb_cfg.warm_epochs and state is None:   # a resumed state replaces the AE's weights anyway
         click.echo(f"warm start: {bb_cfg.warm_epochs} epoch(s) of clean reconstruction")
         warm = pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=bb_cfg.warm_epochs, eps_ramp=0),
                            log=click.echo)
     history = train_ae(trained, [target], get_loss(params.loss), x, y, x_val, y_val, cfg, attack=attack, resume=state,
-                       save_state=resume.saver(description), log=click.echo)
+                       save_state=save_state, log=click.echo)
     ae_seconds = time.perf_counter() - ae_start
-    # training and validation passes (after a resume, only those since); none where gradients are used
-    ae_queries = blackbox.queries - queries_before if access == "query" else None
+    # training and validation passes, before an interruption too; none where gradients are used
+    ae_queries = resumed_queries + blackbox.queries - queries_before if access == "query" else None
     ae.eval()
     save_model(ae, out, kind="ae", dataset=dataset, arch="ae", arch_kwargs=arch_kwargs, loss=params.loss,
                access=access, description=description)

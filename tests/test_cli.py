@@ -430,3 +430,11 @@ def test_the_tripwire_of_the_named_query_test_catches_white_box_training(mnist_w
 
     with pytest.raises(TripwireError):
         invoke(*MNIST_FIT, "--access", "gradient")
+
+
+def test_query_only_fit_refuses_a_surrogate_with_the_classifiers_own_weights_and_unused_options(mnist_workspace):
+    (mnist_workspace / "same.py").write_text("from my_mnist import Net\n")
+    result = CliRunner().invoke(main, [*MNIST_FIT, "--access", "query", "--surrogate", "same:Net"])
+    assert result.exit_code == 2 and "gives the classifier's own weights" in result.output
+    result = CliRunner().invoke(main, [*MNIST_FIT, "--access", "query", "--directions", "5"])
+    assert result.exit_code == 2 and "directions are not used" in result.output

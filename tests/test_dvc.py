@@ -257,11 +257,13 @@ def params_file_readers(name: str) -> dict[str, list[str]]:
 
 
 def test_the_black_box_stages_track_their_own_params_file():
-    """blackbox.yaml's section (and its scale overlay) is read by the black-box training stages and nothing else."""
+    """blackbox.yaml's section (and its scale overlay) is read by the black-box training stages and nothing else; the
+    surrogate's stage reads only its architecture and the black box's output."""
     readers = params_file_readers("blackbox.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
         f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"]
-        for access in ("gradient", "query", "surrogate")} | {"train_surrogate@mnist": ["mnist", "scales.cpu.mnist"]}
+        for access in ("gradient", "query", "surrogate")} | {
+        "train_surrogate@mnist": ["mnist.output", "mnist.surrogate", "scales.cpu.mnist"]}
 
 
 def test_the_comparison_stages_track_their_own_params_file():

@@ -367,3 +367,15 @@ def test_a_blend_of_weight_one_spends_no_estimate_and_weight_zero_is_the_estimat
     assert queries == 5 * (LATENT + 1) and _off(grad, est) < 0.05
     with pytest.raises(ValueError):
         query_only.SurrogateBlend(None, SmoothClassifier(), 1.5)
+
+
+def test_without_a_graph_the_blend_is_the_black_box_alone():
+    ae, classifier = _models(8)
+    calls = []
+    surrogate = SmoothClassifier(armed=False)
+    surrogate.register_forward_hook(lambda *_: calls.append(1))
+    box = QueryOnly(classifier)
+    blend = query_only.SurrogateBlend(ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3)), surrogate, 0.5)
+    with torch.no_grad():
+        answer = blend(LatentAE(ae).train()(torch.rand(5, 1, 4, 4)))
+    assert box.queries == 5 and not calls and answer.shape == (5, 3)

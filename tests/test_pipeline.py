@@ -41,7 +41,7 @@ DEFAULT_TARGETS = [t for ds, targets in TARGETS.items() if AVAILABLE[ds] for t i
 # the stages whose command or params name the headline loss (its AE, the ensemble AE's loss, the suite and kNN
 # on the headline AE, the tables' first row); nothing else may go stale when it changes
 HEADLINE_DEPENDENTS = ("train_ae@{ds}", "evaluate@{ds}", "knn_eval@{ds}", "robustness@{ds}", "report@{ds}")
-# the black-box study trains the headline loss's AE four ways (and its suites name the loss)
+# the black-box study trains the headline loss's AE three ways (and its suites name the loss)
 BLACKBOX_HEADLINE = ["blackbox/dvc.yaml:train_ae_blackbox@mnist-*", "blackbox/dvc.yaml:robustness_blackbox@mnist"]
 WHOLE_DAG = ["dvc.yaml", "blackbox/dvc.yaml"]   # the study and the black-box study (comparison/, ablations/: own tests)
 
@@ -136,11 +136,12 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     blackbox = (repo / "reports" / "blackbox_mnist.md").read_text()
     assert blackbox.count("\n| ") == 4 and "query-only: PGD on the surrogate (transferred), update blending" in blackbox
     train_query = json.loads((repo / "metrics/blackbox/mnist/train_query.json").read_text())
-    queries, budget = train_query["queries"], train_query["blackbox"]
+    queries, budget, batch = train_query["queries"], train_query["blackbox"], train_query["train"]["batch_size"]
     # per batch, its forwards and `estimate_images` images of latent probes; the validation set once per epoch
-    batches, n_val = queries["training_images"] // train_query["train"]["batch_size"], train_query["n_val"]
-    assert queries["ae_training"] == (queries["training_images"] + batches * budget["estimate_images"]
-                                      * queries["per_estimated_image"] + budget["epochs"] * n_val)
+    per_epoch = budget["epoch_images"] or train_query["n_train"]
+    sizes = [min(batch, per_epoch - start) for start in range(0, per_epoch, batch)]
+    probes = budget["epochs"] * sum(min(budget["estimate_images"], n) for n in sizes) * queries["per_estimated_image"]
+    assert queries["ae_training"] == queries["training_images"] + probes + budget["epochs"] * train_query["n_val"]
     assert changed(repo, stages_matching(repo, DEFAULT_TARGETS)) == set()
 
 

@@ -323,9 +323,12 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
     from stages.render_blackbox import ACCESS, main
 
     ref, blind = paired_flags(15, 1, both=60, neither=24)
+    ones = [i for i, f in enumerate(blind) if f == "1"][:15]
+    blind_worse = "".join("0" if i in ones else f for i, f in enumerate(blind))   # 15 fewer right than `blind`
     attacks = [{"name": n, "kind": "white-box", "accuracy": 0.5, "settings": {"steps": s}}
                for n, s in (("pgd40-paper", 40), ("pgd200-paper", 200))]
     naturals = {"gradient": 0.9, "query": 0.85, "surrogate": 0.3}
+    flag_sets = {"gradient": ref, "query": blind, "surrogate": blind}
     (tmp_path / "surrogate.json").write_text(json.dumps({"arch": "dnn", "queries": 110, "seconds": 1.0,
                                                           "test_agreement_with_blackbox": 0.97}))
     for access in ACCESS:
@@ -338,7 +341,7 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
                  "queries": {"ae_training": queries, "per_training_image": queries and queries / 100,
                              "training_images": 100, "per_estimated_image": 128 if queries else 0},
                  "ae_training_seconds": 3.0}
-        flags = ref if access == "gradient" else blind
+        flags = flag_sets[access]
         suite = {"name": access, "examples": 100, "seed": 0, "attacks": attacks,
                  "worst_case_accuracy": flags.count("1") / 100, "worst_case_flags": flags,
                  "subset": {"n": 100, "seed": 0, "indices_sha256": "s"},
@@ -358,6 +361,16 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
     assert ("- query-only AE against the surrogate-trained AE: not compared: surrogate-trained AE collapsed: natural "
             "30.0% vs classifier alone 98.0%") in text
     assert "[collapsed: natural 30.0% vs classifier alone 98.0%] |" in text
+    # the queries against the surrogate, paired: query-only right where the surrogate-trained AE fails
+    train = json.loads((tmp_path / "train_surrogate.json").read_text())
+    (tmp_path / "train_surrogate.json").write_text(json.dumps({**train, "natural_test_accuracy": 0.88}))
+    suite = json.loads((tmp_path / "robustness" / "surrogate.json").read_text())
+    (tmp_path / "robustness" / "surrogate.json").write_text(json.dumps(
+        {**suite, "worst_case_flags": blind_worse, "worst_case_accuracy": blind_worse.count("1") / 100}))
+    result = CliRunner().invoke(main, ["--dataset", "mnist", "--metrics-dir", str(tmp_path), "--out",
+                                       str(tmp_path / "out.md"), "--classifier-metrics", str(tmp_path / "dnn.json")])
+    text = (tmp_path / "out.md").read_text()
+    assert "- query-only AE against the surrogate-trained AE: query-only AE better (p = " in text
 
 
 def test_the_summary_marks_collapse_and_adds_the_paired_headline(tmp_path):

@@ -69,7 +69,7 @@ class _Blocked(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         raise BlackBoxGradientError("a gradient was requested through a query-only classifier: it can only be "
-                                    "queried (wrap it in ZeroOrder to estimate gradients from queries)")
+                                    "queried (ZeroOrder, ThroughLatent or SurrogateBlend estimate gradients from queries)")
 
 
 class _Queried(nn.Module):
