@@ -177,10 +177,12 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
 
     The training attack runs through the AE and a surrogate trained on the black box's labels (one query per
     training and validation image; ``--surrogate``, else the dataset zoo's blackbox.yaml surrogate, else a fresh
-    instance of ``--classifier``'s factory). The AE's update is the black box's loss with a gradient ``weight``
-    times the surrogate's plus the rest times a zeroth-order estimate (``SurrogateBlend``), taken in the AE's
-    latent (``ThroughLatent``, coordinate-wise) where the AE has one smaller than the image, else in pixel space
-    (``ZeroOrder``, random directions); the study's estimator benchmark (benchmarks/zo_estimator.py) is why.
+    instance of ``--classifier``'s factory). ``weight`` 1 (the default) trains the AE white-box against the
+    surrogate, the best query-only way the black-box study found (reports/blackbox_mnist.md). Below 1 the AE's
+    update is the black box's loss with a gradient ``weight`` times the surrogate's plus the rest times a
+    zeroth-order estimate (``SurrogateBlend``), taken in the AE's latent (``ThroughLatent``, coordinate-wise)
+    where the AE has one smaller than the image, else in pixel space (``ZeroOrder``, random directions); the
+    estimator benchmark (benchmarks/zo_estimator.py) is why.
     """
     from aaa_core.models import build
     from aaa_core.models.external import load_classifier
@@ -203,6 +205,12 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
     surrogate, info = train_surrogate(blackbox, fresh.to(x.device), x, x_val, surrogate_cfg,
                                       log=lambda line: click.echo(line, err=True))
     described = {"surrogate": where, "surrogate_label_queries": info["queries"], "surrogate_weight": weight}
+    if weight == 1:
+        if estimate_images_given or directions is not None or smoothing is not None:
+            raise click.BadParameter("1 trains white-box against the surrogate and takes no zeroth-order estimate: "
+                                     "--estimate-images, --directions and --smoothing need a weight below 1",
+                                     param_hint="--surrogate-weight")
+        return ae, surrogate, attack, {**described, "estimate": "none: white-box against the surrogate"}
     with torch.no_grad():
         latent = ae.encode(x[:1]).numel() if hasattr(ae, "encode") and hasattr(ae, "decode") else None
     if latent is not None and latent < x[0].numel():
@@ -233,8 +241,8 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
               help="ce_mse only: L = ce + W * mse (params: ae.<dataset>.mse_weight; folder: 10; the paper's is 1, "
                    "where the MSE term is about 1% of the loss: reports/ablations_mnist.md)")
 @click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
-              help="gradient: white-box AAA; query: the classifier is only queried (the training attack runs on a "
-                   "surrogate trained on its labels, the AE's update uses zeroth-order estimates in the AE's latent).")
+              help="gradient: white-box AAA; query: the classifier is only queried: a surrogate learns its labels, "
+                   "and the AE trains against the surrogate (see --surrogate-weight).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
 @click.option("--epoch-images", type=click.IntRange(0), default=None, help="images per epoch, 0 = all")
 @click.option("--steps", type=click.IntRange(1), default=None, help="PGD steps of the training attack (folder: 10)")
@@ -250,9 +258,9 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
                    "estimate (folder: 20)")
 @click.option("--smoothing", type=float, default=None,
               help="query access: finite-difference step (params: blackbox; folder: 0.01 latent, 0.005 pixel)")
-@click.option("--surrogate-weight", type=click.FloatRange(0, 1), default=None,
-              help="query access: the update's gradient is this much the surrogate's exact one, the rest the "
-                   "estimate (params: blackbox; folder: 0.5)")
+@click.option("--surrogate-weight", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="query access: 1 trains white-box against the surrogate (the black-box study's best way); below "
+                   "1 the update's gradient is this much the surrogate's exact one, the rest a zeroth-order estimate")
 @click.option("--surrogate", "surrogate_spec", default=None,
               help="query access: MODULE:FACTORY of the surrogate trained on the classifier's labels, through which the "
                    "training attack runs (default: the dataset zoo's blackbox.yaml surrogate, or a fresh --classifier)")
@@ -294,7 +302,6 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
                     "eps_ramp": adv.eps_ramp, "batch_size": train.batch_size, "lr": train.lr, "loss": params.loss,
                     "lr_patience": train.lr_patience, "bf16": train.bf16, "augment": train.augment,
                     "estimate_images": bb.estimate_images if bb else 8, "smoothing": bb.smoothing if bb else None,
-                    "surrogate_weight": bb.surrogate_weight if bb else 0.5,
                     "output": bb.output if bb else "logits", "surrogate": bb.surrogate if bb else None,
                     "surrogate_epochs": params.section("classifier", dataset).epochs,
                     "warm_epochs": bb.warm_epochs if bb and access == "query" else params.section("ae", dataset).warm_epochs,
@@ -303,7 +310,6 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
         defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "estimate_images": 8, "smoothing": None,
-                    "surrogate_weight": 0.5,
                     "output": "logits", "surrogate": None, "surrogate_epochs": FOLDER_DEFAULTS["epochs"], "lr_patience": 5, "bf16": False, "augment": False,
                     "warm_epochs": 1, "mse_weight": 10.0}   # the study's measured defaults (ablations)
         n = len(data_["x_train"])
@@ -336,7 +342,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
             ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val, surrogate_cfg,
             attack, estimate_images=_pick(estimate_images, defaults["estimate_images"]),
             estimate_images_given=estimate_images is not None, directions=directions,
-            smoothing=smoothing, weight=_pick(surrogate_weight, defaults["surrogate_weight"]))
+            smoothing=smoothing, weight=surrogate_weight)
     click.echo(f"{dataset}: {len(x)} training images {shape} on {device}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)
     warm_epochs = _pick(warm_epochs, defaults["warm_epochs"])

@@ -84,7 +84,7 @@ def test_fit_then_evaluate_a_torchvision_model_on_an_image_folder(workspace):
 
 
 def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
-    result = invoke(*FIT, "--access", "query", "--directions", "2", "--out", "ae_q.pt")
+    result = invoke(*FIT, "--access", "query", "--surrogate-weight", "0.5", "--directions", "2", "--out", "ae_q.pt")
     assert result.exit_code == 0, result.output
     metrics = json.loads((workspace / "ae_q.json").read_text())
     box = metrics["blackbox"]
@@ -410,12 +410,12 @@ MNIST_FIT = ["fit", "--classifier", "my_mnist:Net", "--dataset", "mnist", "--dat
 def test_query_only_fit_of_a_named_dataset_estimates_in_the_latent_at_an_exact_count(mnist_workspace):
     from tripwire import TripwireError  # noqa: F401 (a gradient through the classifier would raise it here)
 
-    result = invoke(*MNIST_FIT, "--access", "query", "--estimate-images", "2")
+    result = invoke(*MNIST_FIT, "--access", "query", "--surrogate-weight", "0.5", "--estimate-images", "2")
     assert result.exit_code == 0, result.output
     metrics = json.loads((mnist_workspace / "ae.json").read_text())
     box, latent = metrics["blackbox"], metrics["arch_kwargs"].get("latent_dim", 128)
     assert box["estimate"] == f"latent, coordinate-wise ({latent} queries per estimated image)"
-    assert box["surrogate"] == "dnn (blackbox.yaml)" and 0 < box["surrogate_weight"] < 1
+    assert box["surrogate"] == "dnn (blackbox.yaml)" and box["surrogate_weight"] == 0.5
     n, n_val = metrics["n_train"], metrics["n_val"]
     batches = -(-n // 8)
     # labels for the surrogate; per batch 8 forwards and 2 estimated images of `latent` probes; validation forwards
@@ -436,5 +436,16 @@ def test_query_only_fit_refuses_a_surrogate_with_the_classifiers_own_weights_and
     (mnist_workspace / "same.py").write_text("from my_mnist import Net\n")
     result = CliRunner().invoke(main, [*MNIST_FIT, "--access", "query", "--surrogate", "same:Net"])
     assert result.exit_code == 2 and "gives the classifier's own weights" in result.output
-    result = CliRunner().invoke(main, [*MNIST_FIT, "--access", "query", "--directions", "5"])
+    result = CliRunner().invoke(main, [*MNIST_FIT, "--access", "query", "--surrogate-weight", "0.5", "--directions", "5"])
     assert result.exit_code == 2 and "directions are not used" in result.output
+    result = CliRunner().invoke(main, [*MNIST_FIT, "--access", "query", "--estimate-images", "5"])
+    assert result.exit_code == 2 and "takes no zeroth-order estimate" in result.output
+
+
+def test_query_only_fit_by_default_trains_against_the_surrogate_at_one_query_per_image(mnist_workspace):
+    result = invoke(*MNIST_FIT, "--access", "query")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((mnist_workspace / "ae.json").read_text())
+    box = metrics["blackbox"]
+    assert box["surrogate_weight"] == 1 and box["estimate"] == "none: white-box against the surrogate"
+    assert box["ae_training_queries"] == 0 and box["queries"] == metrics["n_train"] + metrics["n_val"]
