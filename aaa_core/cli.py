@@ -172,7 +172,7 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 
 
 def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val,
-                  surrogate_cfg, attack, *, estimate_images, estimate_images_given, directions, smoothing, weight):
+                  surrogate_cfg, attack, *, estimate_images, directions, smoothing, weight):
     """What query-only training needs: (module trained, classifier slot, training attack, description).
 
     The training attack runs through the AE and a surrogate trained on the black box's labels (one query per
@@ -206,7 +206,7 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
                                       log=lambda line: click.echo(line, err=True))
     described = {"surrogate": where, "surrogate_label_queries": info["queries"], "surrogate_weight": weight}
     if weight == 1:
-        if estimate_images_given or directions is not None or smoothing is not None:
+        if estimate_images is not None or directions is not None or smoothing is not None:
             raise click.BadParameter("1 trains white-box against the surrogate and takes no zeroth-order estimate: "
                                      "--estimate-images, --directions and --smoothing need a weight below 1",
                                      param_hint="--surrogate-weight")
@@ -218,12 +218,12 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
             raise click.BadParameter("the AE's latent is smaller than the image, so the estimate is coordinate-wise in "
                                      "the latent: directions are not used", param_hint="--directions")
         mu = _pick(smoothing, defaults["smoothing"] or 0.01)
-        target = ThroughLatent(LatentZeroOrder(ae.decoder, blackbox, estimator="cge", smoothing=mu),
-                               estimate_images=estimate_images)
+        k = _pick(estimate_images, defaults["estimate_images"])
+        target = ThroughLatent(LatentZeroOrder(ae.decoder, blackbox, estimator="cge", smoothing=mu), estimate_images=k)
         return LatentAE(ae), SurrogateBlend(target, surrogate, weight), transferred(attack, surrogate), {
             **described, "estimate": f"latent, coordinate-wise ({latent} queries per estimated image)",
-            "estimate_images": estimate_images, "smoothing": mu}
-    if estimate_images_given:
+            "estimate_images": k, "smoothing": mu}
+    if estimate_images is not None:
         raise click.BadParameter(f"the AE's latent ({latent} values) is not smaller than the image, so the estimate "
                                  "is taken in pixel space for every image (--directions sets its cost)",
                                  param_hint="--estimate-images")
@@ -310,7 +310,8 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         zoo_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     else:
         defaults = {**FOLDER_DEFAULTS, "alpha": eps / 4, "loss": "ce_mse", "estimate_images": 8, "smoothing": None,
-                    "output": "logits", "surrogate": None, "surrogate_epochs": FOLDER_DEFAULTS["epochs"], "lr_patience": 5, "bf16": False, "augment": False,
+                    "output": "logits", "surrogate": None, "surrogate_epochs": FOLDER_DEFAULTS["epochs"],
+                    "lr_patience": 5, "bf16": False, "augment": False,
                     "warm_epochs": 1, "mse_weight": 10.0}   # the study's measured defaults (ablations)
         n = len(data_["x_train"])
         default_val, where, zoo_kwargs = max(1, min(1000, round(FOLDER_DEFAULTS["val_fraction"] * n))), "10%", None
@@ -340,8 +341,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         surrogate_cfg = dataclasses.replace(cfg, epochs=defaults["surrogate_epochs"], epoch_images=0, eps_ramp=0)
         trained, target, attack, query_info = _query_access(
             ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val, surrogate_cfg,
-            attack, estimate_images=_pick(estimate_images, defaults["estimate_images"]),
-            estimate_images_given=estimate_images is not None, directions=directions,
+            attack, estimate_images=estimate_images, directions=directions,
             smoothing=smoothing, weight=surrogate_weight)
     click.echo(f"{dataset}: {len(x)} training images {shape} on {device}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)

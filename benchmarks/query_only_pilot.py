@@ -34,10 +34,10 @@ from aaa_core.data import load_prepared, split_train_val
 from aaa_core.evaluation.flags import correct_flags, robust_flags
 from aaa_core.models import Defended, build
 from aaa_core.models.checkpoints import load_model
-from aaa_core.training.loops import TrainConfig, pretrain_ae, train_ae, train_classifier, training_attack
+from aaa_core.training.loops import TrainConfig, pretrain_ae, train_ae, training_attack
 from aaa_core.training.losses import get_loss
 from aaa_core.training.query_only import (LatentAE, LatentZeroOrder, QueryOnly, SurrogateBlend, ThroughLatent,
-                                          blackbox_labels, transferred)
+                                          train_surrogate, transferred)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,10 +66,9 @@ def main() -> None:
         surrogate = None
         if way != "white":
             epochs = int(way[6:]) if way.startswith("surall") and way[6:] else 1
-            surrogate = build("mnist", "dnn")
-            train_classifier(surrogate, x, blackbox_labels(box, x), x_val, blackbox_labels(box, x_val),
-                             dataclasses.replace(cfg, epochs=epochs, epoch_images=0, eps_ramp=0), log=lambda _: None)
-            surrogate.eval().requires_grad_(False)
+            surrogate, _ = train_surrogate(box, build("mnist", "dnn"), x, x_val,
+                                           dataclasses.replace(cfg, epochs=epochs, epoch_images=0, eps_ramp=0),
+                                           log=lambda _: None)
         before, start = box.queries, time.perf_counter()
         estimate = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=0.01), estimate_images=args.k)
         if way == "white":
