@@ -175,7 +175,7 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
                   surrogate_cfg, attack, *, estimate_images, directions, smoothing, weight):
     """What query-only training needs: (module trained, classifier slot, training attack, description).
 
-    The training attack runs through the AE and a surrogate trained on the black box's labels (one query per
+    The training attack runs through the AE and a surrogate distilled from the black box's scores (one query per
     training and validation image; ``--surrogate``, else the dataset zoo's blackbox.yaml surrogate, else a fresh
     instance of ``--classifier``'s factory). ``weight`` 1 (the default) trains the AE white-box against the
     surrogate, the best query-only way the black-box study found (reports/blackbox_mnist.md). Below 1 the AE's
@@ -204,7 +204,8 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
                                  "untrained weights", param_hint="--surrogate")
     surrogate, info = train_surrogate(blackbox, fresh.to(x.device), x, x_val, surrogate_cfg,
                                       log=lambda line: click.echo(line, err=True))
-    described = {"surrogate": where, "surrogate_label_queries": info["queries"], "surrogate_weight": weight}
+    described = {"surrogate": where, "surrogate_fit": info["fit"], "surrogate_queries": info["queries"],
+                 "surrogate_weight": weight}
     if weight == 1:
         if estimate_images is not None or directions is not None or smoothing is not None:
             raise click.BadParameter("1 trains white-box against the surrogate and takes no zeroth-order estimate: "
@@ -241,8 +242,8 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
               help="ce_mse only: L = ce + W * mse (params: ae.<dataset>.mse_weight; folder: 10; the paper's is 1, "
                    "where the MSE term is about 1% of the loss: reports/ablations_mnist.md)")
 @click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
-              help="gradient: white-box AAA; query: the classifier is only queried: a surrogate learns its labels, "
-                   "and the AE trains against the surrogate (see --surrogate-weight).")
+              help="gradient: white-box AAA; query: the classifier is only queried: a surrogate is distilled from its "
+                   "scores, and the AE trains against the surrogate (see --surrogate-weight).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
 @click.option("--epoch-images", type=click.IntRange(0), default=None, help="images per epoch, 0 = all")
 @click.option("--steps", type=click.IntRange(1), default=None, help="PGD steps of the training attack (folder: 10)")
@@ -262,8 +263,8 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
               help="query access: 1 trains white-box against the surrogate (the black-box study's best way); below "
                    "1 the update's gradient is this much the surrogate's exact one, the rest a zeroth-order estimate")
 @click.option("--surrogate", "surrogate_spec", default=None,
-              help="query access: MODULE:FACTORY of the surrogate trained on the classifier's labels, through which the "
-                   "training attack runs (default: the dataset zoo's blackbox.yaml surrogate, or a fresh --classifier)")
+              help="query access: MODULE:FACTORY of the surrogate distilled from the classifier's scores, through "
+                   "which the training attack runs (default: the dataset zoo's blackbox.yaml surrogate, or a fresh --classifier)")
 @click.option("--output", "bb_output", type=click.Choice(["logits", "probs"]), default=None,
               help="query access: what the classifier returns (default logits)")
 @click.option("--warm-epochs", type=click.IntRange(0), default=None,

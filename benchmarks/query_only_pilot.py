@@ -3,22 +3,26 @@
 Each way trains the headline AE (ce_mse, mse weight 10, latent 128, one warm epoch) against the frozen natural DNN
 for 3 epochs of 6,000 images, batch 64, PGD-3 at eps 0.3 (step 0.15, ramp 100), seed 0, and is then scored on the
 validation split (the split the black-box study's knobs are chosen on): natural accuracy on its 1,000 images and
-white-box PGD-40 (step 0.01, one random start) through AE + DNN on the first 200. The ways differ in the training
-attack (white-box, or transferred from a surrogate trained on the DNN's labels) and in the AE's update:
+white-box PGD-40 (step 0.01, one random start) through AE + DNN on the first --examples. The ways differ in the
+training attack (white-box, or transferred from a surrogate fitted to the DNN's answers, one query per training and
+validation image: its labels, or its logits distilled) and in the AE's update:
 
     white            attack white-box,  update white-box (the reference)
-    surall<E>        attack surrogate,  update surrogate (the study's surrogate way; surrogate trained E epochs)
+    labels<E>        attack surrogate,  update surrogate, the surrogate fitted to labels for E epochs (default 1)
+    scores<E>        attack surrogate,  update surrogate, the surrogate distilled from logits for E epochs
     surattack        attack surrogate,  update white-box (what the transferred attack alone costs)
     hybrid<W>        attack surrogate,  update SurrogateBlend: W/100 surrogate + the rest latent CGE on K images
-
-The last column counts the AE training's queries (update and validation) per training image; the surrogate's labels
-(one query per training and validation image) come on top wherever a surrogate is used.
     cge              attack surrogate,  update latent CGE alone on K images a batch
     cgewhiteattack   attack white-box,  update latent CGE alone on K images a batch
 
+surattack, hybrid and cge use the surrogate --fit names. Each row also gives the surrogate's input-gradient cosine
+with the DNN's (mean over the validation images scored) and the AE training's queries (update and validation) per
+training image; fitting the surrogate costs one more query per training and validation image wherever one is used.
+
 Run from the repository root after the study's MNIST data and DNN exist (`dvc repro train_classifier@mnist-dnn`):
-`.venv/bin/python benchmarks/query_only_pilot.py --ways white,surall1,hybrid75 --k 8` (minutes per way on 2 CPU
-cores; one seed, so about +-7 points on 200 examples: a pilot, not a verdict, which the black-box study makes).
+`.venv/bin/python benchmarks/query_only_pilot.py --ways white,labels,scores,hybrid75 --k 8` (one to three minutes
+per way on 2 CPU cores; one seed, so about +-4 points on 500 examples: a pilot, not a verdict, which the black-box
+study makes).
 """
 from __future__ import annotations
 
@@ -37,14 +41,17 @@ from aaa_core.models.checkpoints import load_model
 from aaa_core.training.loops import TrainConfig, pretrain_ae, train_ae, training_attack
 from aaa_core.training.losses import get_loss
 from aaa_core.training.query_only import (LatentAE, LatentZeroOrder, QueryOnly, SurrogateBlend, ThroughLatent,
-                                          train_surrogate, transferred)
+                                          input_gradient_cosine, train_surrogate, transferred)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ways", default="white,surall1,surattack,hybrid50,cge")
+    parser.add_argument("--ways", default="white,labels,scores,surattack,hybrid75")
+    parser.add_argument("--fit", choices=("labels", "scores"), default="scores",
+                        help="the surrogate of the surattack, hybrid and cge ways")
+    parser.add_argument("--examples", type=int, default=500, help="validation images PGD-40 is scored on")
     parser.add_argument("--k", type=int, default=8, help="images per batch the latent estimate covers")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -57,23 +64,28 @@ def main() -> None:
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.002, lr_patience=5, seed=0, bf16=False, epoch_images=6000,
                       eps_ramp=100, augment=False)
     loss, attack = get_loss("ce_mse", 10.0), training_attack(PGDConfig(eps=0.3, alpha=0.15, steps=3))
-    print(f"{'way':<16} {'natural':>8} {'PGD-40':>7} {'train s':>8} {'AE-training queries per image':>30}")
+    print(f"{'way':<16} {'natural':>8} {'PGD-40':>7} {'train s':>8} {'surrogate cosine':>17} "
+          f"{'AE-training queries per image':>30}")
     for way in args.ways.split(","):
         torch.manual_seed(0)
         ae = build("mnist", "ae", latent_dim=128)
         pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=1, eps_ramp=0), log=lambda _: None)
         box = QueryOnly(dnn)
-        surrogate = None
+        surrogate, cosine = None, "-"
         if way != "white":
-            epochs = int(way[6:]) if way.startswith("surall") and way[6:] else 1
+            fit, epochs = args.fit, 1
+            for named in ("labels", "scores"):
+                if way.startswith(named):
+                    fit, epochs = named, int(way[len(named):] or 1)
             surrogate, _ = train_surrogate(box, build("mnist", "dnn"), x, x_val,
                                            dataclasses.replace(cfg, epochs=epochs, epoch_images=0, eps_ramp=0),
-                                           log=lambda _: None)
+                                           fit=fit, log=lambda _: None)
+            cosine = f"{input_gradient_cosine(surrogate, dnn, x_val[:args.examples], y_val[:args.examples]):.3f}"
         before, start = box.queries, time.perf_counter()
         estimate = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=0.01), estimate_images=args.k)
         if way == "white":
             trained, target, way_attack = ae, dnn, attack
-        elif way.startswith("surall"):
+        elif way.startswith(("labels", "scores")):
             trained, target, way_attack = ae, surrogate, attack
         elif way == "surattack":
             trained, target, way_attack = ae, dnn, transferred(attack, surrogate)
@@ -92,9 +104,11 @@ def main() -> None:
         ae.eval()
         pipeline = Defended(ae, dnn)
         natural = correct_flags(pipeline, x_val, y_val).float().mean().item()
-        pgd = robust_flags(pipeline, x_val[:200], y_val[:200], PGDConfig(eps=0.3, alpha=0.01, steps=40))[40]
+        pgd = robust_flags(pipeline, x_val[:args.examples], y_val[:args.examples],
+                           PGDConfig(eps=0.3, alpha=0.01, steps=40))[40]
         spent = (box.queries - before) / (cfg.epochs * cfg.epoch_images)
-        print(f"{way:<16} {natural:>8.3f} {pgd.float().mean().item():>7.3f} {seconds:>8.0f} {spent:>30.1f}", flush=True)
+        print(f"{way:<16} {natural:>8.3f} {pgd.float().mean().item():>7.3f} {seconds:>8.0f} {cosine:>17} "
+              f"{spent:>30.1f}", flush=True)
 
 
 if __name__ == "__main__":

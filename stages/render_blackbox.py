@@ -1,8 +1,8 @@
-"""render_blackbox: reports/blackbox_<dataset>.md, the AE trained with gradients, through queries only, and through a
-surrogate, each then attacked white-box through AE + the real classifier by the whole adaptive suite.
+"""render_blackbox: reports/blackbox_<dataset>.md, the AE trained with gradients, with the black box's labels only, and
+with its scores, each then attacked white-box through AE + the real classifier by the whole adaptive suite.
 
-Each blind-trained AE is judged against the white-box one, and the query-only AE against the surrogate-trained one
-(do the queries add anything to the surrogate?), under the suite's worst case by the exact paired test on the same
+Each blind-trained AE is judged against the white-box one, and the score-trained AE against the label-trained one (do
+the scores add anything to the labels?), under the suite's worst case by the exact paired test on the same
 examples (``aaa_core.reporting.verdicts.judge`` on the records' ``worst_case_flags``). An AE whose natural
 accuracy (full test set) is below half of the classifier's alone (``natural_accuracy_full_test`` of the
 classifier's evaluate record, ``metrics/<dataset>/evaluate/<classifier>.json`` unless ``--classifier-metrics``
@@ -22,11 +22,13 @@ from aaa_core.reporting.verdicts import (Scored, collapse_reason, collapsed_mark
 from stages._cli import output_file, run
 
 ACCESS = {"gradient": "white-box (reference)",
-          "query": "query-only: PGD on the surrogate (transferred), update blending the surrogate's gradient and a "
-                   "latent zeroth-order estimate",
-          "surrogate": "white-box against the surrogate"}
-SHORT = {"gradient": "white-box AE", "query": "query-only AE", "surrogate": "surrogate-trained AE"}
+          "labels": "labels only: white-box against the surrogate fitted to them",
+          "scores": "scores: white-box against the surrogate distilled from them"}
+BLENDED = ("scores: PGD on the surrogate distilled from them (transferred), update blending the surrogate's "
+           "gradient and a latent zeroth-order estimate")
+SHORT = {"gradient": "white-box AE", "labels": "label-trained AE", "scores": "score-trained AE"}
 REFERENCE = "gradient"
+FITS = ("labels", "scores")
 
 
 def _read(path: Path) -> dict:
@@ -52,8 +54,8 @@ def collapses(runs: dict[str, tuple[dict, dict]], alone: float | None) -> dict[s
 
 
 def verdicts(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None]) -> list[str]:
-    """Each blind-trained AE against the white-box one, then the query-only AE against the surrogate-trained one (do
-    the queries add anything to the surrogate?), under the suite's worst case, paired on the same examples."""
+    """Each blind-trained AE against the white-box one, then the score-trained AE against the label-trained one (do
+    the scores add anything to the labels?), under the suite's worst case, paired on the same examples."""
     def scored(access: str) -> Scored:
         suite = runs[access][1]
         return Scored(SHORT[access], suite["worst_case_accuracy"], example_count(suite), suite.get("worst_case_flags"),
@@ -62,9 +64,9 @@ def verdicts(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None
     reference = scored(REFERENCE)
     lines = [f"- {SHORT[access]} against the {SHORT[REFERENCE]}: {judge(scored(access), reference).text}"
              for access in runs if access != REFERENCE]
-    if {"query", "surrogate"} <= set(runs):
-        lines.append(f"- {SHORT['query']} against the {SHORT['surrogate']}: "
-                     f"{judge(scored('query'), scored('surrogate')).text}")
+    if {"scores", "labels"} <= set(runs):
+        lines.append(f"- {SHORT['scores']} against the {SHORT['labels']}: "
+                     f"{judge(scored('scores'), scored('labels')).text}")
     return lines
 
 
@@ -87,10 +89,10 @@ def gaps(runs: dict[str, tuple[dict, dict]], collapsed: dict[str, str | None] | 
     return lines
 
 
-def table(dataset: str, runs: dict[str, tuple[dict, dict]], surrogate: dict,
+def table(dataset: str, runs: dict[str, tuple[dict, dict]], surrogates: dict[str, dict],
           collapsed: dict[str, str | None] | None = None) -> list[str]:
-    """One row per way: every query it cost (the surrogate's labels included where it uses the surrogate), per
-    training image drawn, its wall times, natural accuracy and the suite's accuracies with Wilson intervals."""
+    """One row per way: every query it cost (its surrogate's included), per training image drawn, its wall times,
+    natural accuracy and the suite's accuracies with Wilson intervals."""
     any_suite = next(iter(runs.values()))[1]
     paper = sorted(a["settings"]["steps"] for a in any_suite["attacks"] if a["name"].endswith("-paper"))
     n = example_count(any_suite)
@@ -98,16 +100,17 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]], surrogate: dict,
             + [f"PGD-{k} (paper)" for k in paper] + ["worst case (suite)", "masked gradients"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for access, (train, suite) in runs.items():
-        queries = train["queries"]
-        labels = surrogate["queries"] if access != REFERENCE else 0
+        queries, surrogate = train["queries"], surrogates.get(access)
+        fitting = surrogate["queries"] if surrogate else 0
         parts = ([f"{queries['ae_training']:,} AE training"] if queries["ae_training"] else []) + \
-                ([f"{labels:,} surrogate labels"] if labels else [])
-        total = (queries["ae_training"] or 0) + labels
-        spent = f"{total:,} ({', '.join(parts)})" if parts else "none (gradients)"
-        per_image = f"{total / queries['training_images']:.0f}" if total else "-"
-        seconds = f"{train['ae_training_seconds']:.0f}" + (f" (+{surrogate['seconds']:.0f} surrogate)" if labels else "")
+                ([f"{fitting:,} fitting the surrogate"] if fitting else [])
+        total = (queries["ae_training"] or 0) + fitting
+        spent = (f"{total:,} ({', '.join(parts)})" if len(parts) > 1 else f"{total:,}") if parts else "none (gradients)"
+        per_image = f"{total / queries['training_images']:.1f}" if total else "-"
+        seconds = f"{train['ae_training_seconds']:.0f}" + (f" (+{surrogate['seconds']:.0f} surrogate)" if surrogate else "")
         masked = suite["masked_gradients"]
-        row = [ACCESS[access] + collapsed_mark((collapsed or {}).get(access)), spent, per_image, seconds,
+        label = BLENDED if queries.get("per_estimated_image") else ACCESS[access]
+        row = [label + collapsed_mark((collapsed or {}).get(access)), spent, per_image, seconds,
                f"{100 * train['natural_test_accuracy']:.1f}"]
         row += [percent_with_interval(_attack(suite, f"pgd{k}-paper"), n) for k in paper]
         row += [percent_with_interval(suite["worst_case_accuracy"], n),
@@ -119,24 +122,42 @@ def table(dataset: str, runs: dict[str, tuple[dict, dict]], surrogate: dict,
 @click.command()
 @click.option("--dataset", required=True)
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="metrics/blackbox/<dataset>: surrogate.json, train_<access>.json and robustness/<access>.json")
+              help="metrics/blackbox/<dataset>: surrogate_<fit>.json, train_<access>.json and robustness/<access>.json")
 @output_file("--out")
 @click.option("--classifier-metrics", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The classifier's evaluate metrics (its natural accuracy alone, for the collapse rule); default "
                    "metrics/<dataset>/evaluate/<classifier>.json beside metrics/blackbox.")
 def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | None) -> None:
     runs = {a: (_read(metrics_dir / f"train_{a}.json"), _read(metrics_dir / "robustness" / f"{a}.json")) for a in ACCESS}
-    surrogate = _read(metrics_dir / "surrogate.json")
-    train, suite = runs["query"]
+    surrogates = {fit: _read(metrics_dir / f"surrogate_{fit}.json") for fit in FITS}
+    train, suite = runs["scores"]
     if classifier_metrics is None:
         classifier_metrics = metrics_dir.parent.parent / dataset / "evaluate" / f"{Path(train['classifier']).stem}.json"
     alone = _read(classifier_metrics).get("natural_accuracy_full_test") if classifier_metrics.is_file() else None
     collapsed = collapses(runs, alone)
     budget, attack = train["blackbox"], train["attack"]
     batch, latent = train["train"]["batch_size"], train["queries"]["per_estimated_image"]
+    weight = budget["surrogate_weight"]
     settings = "; ".join(f"{a['name']}: " + ", ".join(f"{k} {v}" for k, v in a["settings"].items()
                                                        if k not in ("eps", "norm", "examples", "seed"))
                          for a in suite["attacks"])
+    labels, scores = surrogates["labels"], surrogates["scores"]
+
+    def fitted(record: dict) -> str:
+        cosine = record["input_gradient_cosine"]
+        return (f"agrees with the black box on {percent(record['test_agreement_with_blackbox'])} of the test set, "
+                f"and the cosine between its input gradient and the black box's is {cosine['mean']:.3f} (mean over "
+                f"the first {cosine['examples']:,} test images)")
+    update = (f"The score-trained AE's update is the black box's loss, and the gradient that reaches the AE is "
+              f"{weight:g} times the surrogate's exact gradient plus {1 - weight:g} times a zeroth-order estimate "
+              "taken in the AE's latent, with decoder and classifier queried as one black box: coordinate-wise "
+              f"forward differences (smoothing {budget['smoothing']}), {latent} queries per estimated image, for "
+              f"{budget['estimate_images']} images of each batch of {batch} (their estimate scaled by "
+              f"{batch}/{budget['estimate_images']}); the other images are queried once. The estimate reaches the "
+              "encoder only; the surrogate's gradient and the MSE term reach encoder and decoder exactly."
+              if latent else
+              "Both blind AEs then train white-box against their surrogate: the training attack and the update run "
+              "through AE + surrogate, and the black box is not queried again.")
     lines = [
         f"# {dataset}: AAA trained through a black box", "",
         f"One AE ({train['loss']} loss) trained {len(runs)} ways against the frozen natural classifier "
@@ -144,28 +165,19 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         f"batch {batch}, eps ramp over {budget['eps_ramp']} iterations, training attack "
         f"PGD-{attack['steps']} at eps {attack['eps']}, step {attack['alpha']}. Every AE starts with "
         f"{budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
-        f"The surrogate ({surrogate['arch']}, its own weights) learns the black box's labels: one query per image "
-        f"of the training and validation split ({surrogate['queries']:,}); it agrees with the black box on "
-        f"{percent(surrogate['test_agreement_with_blackbox'])} of the test set. Query-only training sees only the "
-        f"classifier's {budget['output']}. Its training attack is PGD through the AE and the surrogate (no "
-        "queries); the examples then meet the black box. Its update is the black box's loss, and the gradient that "
-        f"reaches the AE is {budget['surrogate_weight']:g} times the surrogate's exact gradient (for the black box's "
-        + (f"loss) plus {1 - budget['surrogate_weight']:g} times a zeroth-order estimate taken in the AE's latent, "
-           "with decoder and classifier queried as one black box: coordinate-wise forward differences (smoothing "
-           f"{budget['smoothing']}), {latent} queries per estimated image, for {budget['estimate_images']} images of "
-           f"each batch of {batch} (their estimate scaled by {batch}/{budget['estimate_images']}); the other images "
-           "are queried once. The estimate reaches the encoder only; the surrogate's gradient and the MSE term reach "
-           "encoder and decoder exactly." if budget["surrogate_weight"] < 1 else
-           "loss) alone: no estimate is taken, and every image is queried once. The surrogate's gradient and the MSE "
-           "term reach encoder and decoder.")
-        + " \"Per training image\" is every query the way cost (the surrogate's labels, the "
-        "update, the validation passes) over the images its AE trained on.", "",
+        f"The blind AEs see the classifier only through queries. Each has a surrogate ({labels['arch']}, its own "
+        "weights) fitted to the black box's answers for the training and validation split, one query per image: "
+        f"the label-trained AE's learns its predicted classes ({labels['queries']:,} queries) and {fitted(labels)}; "
+        f"the score-trained AE's is distilled from its {budget['output']} ({scores['queries']:,} queries) and "
+        f"{fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate "
+        "and, where the update is estimated, the update and the validation passes) over the images its AE trained "
+        "on.", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
         f"attacker is not limited) by the adaptive suite on {example_count(suite)} test images, seed "
         f"{suite['seed']}, eps {attack['eps']}, float32. Accuracies in percent with 95% Wilson intervals over "
         "the examples. The natural accuracy is on the full test set.", "",
-        *table(dataset, runs, surrogate, collapsed), "",
-        "Each blind-trained AE against the white-box one, and the query-only AE against the surrogate-trained one, "
+        *table(dataset, runs, surrogates, collapsed), "",
+        "Each blind-trained AE against the white-box one, and the score-trained AE against the label-trained one, "
         "under the suite's worst case, paired on the same "
         "examples: the exact two-sided McNemar test at 0.05 (\"n vs m discordant\": examples only the better "
         "side, or for an inconclusive verdict the first-named AE, gets right, against examples only the other "

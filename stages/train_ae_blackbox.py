@@ -1,15 +1,19 @@
-"""train_ae_blackbox: the AAA autoencoder trained three ways at one budget, against one frozen classifier.
+"""train_ae_blackbox: the AAA autoencoder trained at one budget against one frozen classifier, with three kinds of access.
 
 --access gradient   white-box AAA (the reference: PGD and the AE's loss backpropagate through the classifier);
---access query      the classifier is a black box (``QueryOnly``): the training attack is PGD through the AE and
-                    ``--surrogate`` (a classifier trained on the black box's labels, stages/train_surrogate.py),
-                    transferred; the AE's update is the black box's loss, its gradient ``surrogate_weight`` times
-                    the surrogate's exact one (``SurrogateBlend``) plus the rest times a zeroth-order estimate taken
-                    in the AE's latent, decoder and classifier queried as one black box (``LatentAE``,
-                    ``ThroughLatent``: coordinate-wise differences for ``estimate_images`` images of each batch);
---access surrogate  white-box AAA against that surrogate (no queries after its labels).
+--access labels     the classifier answers only its predicted class: the AE trains white-box against ``--surrogate``,
+                    a classifier fitted to those labels (stages/train_surrogate.py --fit labels); no further query;
+--access scores     the classifier answers its logits or probabilities (blackbox.yaml's ``output``): the AE trains
+                    against ``--surrogate`` fitted to those scores (train_surrogate --fit scores). With blackbox.yaml's
+                    ``surrogate_weight`` 1 that is white-box AAA against the surrogate, no further query; below 1
+                    the training attack still runs through AE + surrogate (``transferred``), and the AE's update is
+                    the black box's loss, its gradient ``surrogate_weight`` times the surrogate's exact one
+                    (``SurrogateBlend``) plus the rest times a zeroth-order estimate taken in the AE's latent, decoder
+                    and classifier queried as one black box (``LatentAE``, ``ThroughLatent``: coordinate-wise
+                    differences for ``estimate_images`` images of each batch).
 
-Every query to the classifier is counted; the metrics give queries per training image and the wall time.
+Every query to the classifier is counted; the metrics give the AE training's queries (the surrogate's are in its own
+metrics) and the wall time.
 """
 from __future__ import annotations
 
@@ -20,20 +24,19 @@ from pathlib import Path
 import click
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.config import load_blackbox, load_params
-from aaa_core.data import load_prepared, split_train_val
 from aaa_core.evaluation.flags import correct_flags
 from aaa_core.io import write_json
-from aaa_core.models import Defended, ae_kwargs, build, zoo_classifiers
+from aaa_core.models import Defended, ae_kwargs, build
 from aaa_core.models.checkpoints import load_model, save_model
-from aaa_core.runtime import Resume, describe_runtime, resolve_device, seed_everything
+from aaa_core.runtime import Resume, describe_runtime
 from aaa_core.training.loops import TrainConfig, pretrain_ae, train_ae, training_attack
 from aaa_core.training.losses import get_loss
-from aaa_core.training.query_only import (LatentAE, LatentZeroOrder, QueryOnly, SurrogateBlend, ThroughLatent,
+from aaa_core.training.query_only import (LatentAE, LatentZeroOrder, SurrogateBlend, ThroughLatent,
                                           transferred)
+from stages._blackbox import setup
 from stages._cli import input_file, output_file, params_file, run
 
-ACCESS = ("gradient", "query", "surrogate")
+ACCESS = ("gradient", "labels", "scores")
 
 
 @click.command()
@@ -43,8 +46,8 @@ ACCESS = ("gradient", "query", "surrogate")
               required=True, help="The frozen natural classifier (queried only, unless --access gradient).")
 @input_file("--data", "data_path", required=True)
 @input_file("--surrogate", "surrogate_path", default=None,
-            help="The surrogate (stages/train_surrogate.py): needed by --access query and surrogate, "
-                 "unused by gradient.")
+            help="The surrogate (stages/train_surrogate.py, fitted to what --access names): needed by labels and "
+                 "scores, refused by gradient.")
 @output_file("--out")
 @output_file("--metrics", "metrics_path")
 @params_file()
@@ -52,16 +55,11 @@ ACCESS = ("gradient", "query", "surrogate")
 def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surrogate_path: Path | None, out: Path,
          metrics_path: Path, params_path: Path, blackbox_path: Path) -> None:
     start = time.perf_counter()
-    params = load_params(params_path)
-    bb_cfg = load_blackbox(blackbox_path, dataset, params.scale, zoo_classifiers(dataset))
-    split, train, adv = (params.section(name, dataset) for name in ("split", "train", "adversarial"))
-    seed_everything(params.seed)
-    device = resolve_device(params.device)
-    data = load_prepared(data_path, device)
-    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=split.train_subset,
-                                             val_size=split.val_size, seed=params.seed)
-    classifier, _ = load_model(classifier_path, kind="classifier", dataset=dataset, device=device)
-    blackbox = QueryOnly(classifier, output=bb_cfg.output)
+    study = setup(dataset, classifier_path, data_path, params_path, blackbox_path)
+    params, bb_cfg, device, data = study.params, study.bb_cfg, study.device, study.data
+    classifier, blackbox = study.classifier, study.blackbox
+    (x, y), (x_val, y_val) = study.train, study.val
+    train, adv = params.section("train", dataset), params.section("adversarial", dataset)
     attack_cfg = PGDConfig(eps=params.attack(dataset).eps, alpha=adv.alpha, steps=adv.steps)
     cfg = TrainConfig(epochs=bb_cfg.epochs, batch_size=train.batch_size, lr=train.lr, lr_patience=train.lr_patience,
                       seed=params.seed, bf16=train.bf16, epoch_images=bb_cfg.epoch_images,
@@ -69,19 +67,25 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surr
     description = {"dataset": dataset, "access": access, "loss": params.loss, "classifier": str(classifier_path),
                    "train": cfg.__dict__, "attack": attack_cfg.describe(), "blackbox": bb_cfg.__dict__,
                    "n_train": len(x), "n_val": len(x_val)}
-    if access != "gradient" and surrogate_path is None:
-        raise click.UsageError(f"--access {access} needs --surrogate (stages/train_surrogate.py writes it)")
+    if (access == "gradient") != (surrogate_path is None):
+        raise click.UsageError(f"--access {access} needs --surrogate (stages/train_surrogate.py --fit {access} writes "
+                               "it)" if surrogate_path is None else "--access gradient trains white-box: no --surrogate")
     surrogate = None
     if access != "gradient":
-        surrogate, _ = load_model(surrogate_path, kind="classifier", dataset=dataset, device=device)
+        surrogate, surrogate_info = load_model(surrogate_path, kind="classifier", dataset=dataset, device=device)
+        fitted = surrogate_info["meta"].get("fit")
+        if fitted != access:
+            raise click.BadParameter(f"{surrogate_path} was fitted to the black box's {fitted}, not its {access}: "
+                                     f"pass the surrogate of train_surrogate --fit {access}", param_hint="--surrogate")
         description["surrogate"] = str(surrogate_path)
     attack = training_attack(attack_cfg)
     arch_kwargs = ae_kwargs(dataset, params.section("ae", dataset))
     ae = build(dataset, "ae", **arch_kwargs).to(device)
     trained, target = ae, classifier
-    if access == "surrogate":
+    estimated = access == "scores" and bb_cfg.surrogate_weight < 1
+    if access != "gradient" and not estimated:
         target = surrogate
-    elif access == "query":
+    elif estimated:
         trained = LatentAE(ae)
         estimate = ThroughLatent(LatentZeroOrder(ae.decoder, blackbox, estimator="cge", smoothing=bb_cfg.smoothing),
                                  estimate_images=bb_cfg.estimate_images)
@@ -105,7 +109,7 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surr
                        save_state=save_state, log=click.echo)
     ae_seconds = time.perf_counter() - ae_start
     # training and validation passes, before an interruption too; none where gradients are used
-    ae_queries = resumed_queries + blackbox.queries - queries_before if access == "query" else None
+    ae_queries = resumed_queries + blackbox.queries - queries_before if access != "gradient" else None
     ae.eval()
     save_model(ae, out, kind="ae", dataset=dataset, arch="ae", arch_kwargs=arch_kwargs, loss=params.loss,
                access=access, description=description)
@@ -116,7 +120,7 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surr
                 "queries": {"ae_training": ae_queries,
                             "per_training_image": None if ae_queries is None else ae_queries / images,
                             "training_images": images,
-                            "per_estimated_image": ae.latent_dim if access == "query" else 0},
+                            "per_estimated_image": ae.latent_dim if estimated else 0},
                 "ae_training_seconds": round(ae_seconds, 1),
                 "runtime": describe_runtime(device, bf16_training=cfg.bf16),
                 "seconds": round(time.perf_counter() - start, 1)}, metrics_path)

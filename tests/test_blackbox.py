@@ -115,7 +115,8 @@ def test_surrogate_labels_are_the_black_boxs_predictions_one_query_each():
     assert box.queries == 7
 
 
-@pytest.mark.parametrize("stage, access", [("train_ae_blackbox", ["--access", "surrogate"]), ("train_surrogate", [])])
+@pytest.mark.parametrize("stage, access", [("train_ae_blackbox", ["--access", "labels"]),
+                                           ("train_surrogate", ["--fit", "scores"])])
 def test_the_stage_refuses_a_surrogate_outside_the_zoo_in_one_line(tmp_path, stage, access):
     import subprocess
     import sys
@@ -194,10 +195,12 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
 
     attacks = [{"name": n, "kind": "white-box", "accuracy": 0.5, "settings": {"steps": s}}
                for n, s in (("pgd40-paper", 40), ("pgd200-paper", 200))]
-    (tmp_path / "surrogate.json").write_text(json.dumps({"arch": "dnn", "queries": 110, "seconds": 1.0,
-                                                          "test_agreement_with_blackbox": 0.97}))
+    for fit, agreement in (("labels", 0.97), ("scores", 0.99)):
+        (tmp_path / f"surrogate_{fit}.json").write_text(json.dumps({
+            "arch": "dnn", "queries": 110, "seconds": 1.0, "test_agreement_with_blackbox": agreement,
+            "input_gradient_cosine": {"mean": 0.5 if fit == "labels" else 0.9, "examples": 1000}}))
     for access in ACCESS:
-        queries = 3000 if access == "query" else None
+        queries = 3000 if access == "scores" else (0 if access == "labels" else None)
         train = {"loss": "ce_mse", "classifier": "models/mnist/dnn.pt", "n_train": 100, "natural_test_accuracy": 0.9,
                  "train": {"batch_size": 64}, "attack": {"steps": 10, "eps": 0.3, "alpha": 0.04},
                  "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "estimate_images": 8,
@@ -214,7 +217,10 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
                                        str(tmp_path / "out.md")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out.md").read_text()
-    assert "{" not in text and "128 queries per estimated image" in text and "The surrogate (dnn, its own weights)" in text
-    assert "| 3,110 (3,000 AE training, 110 surrogate labels) | 31 |" in text     # every query, per training image
-    assert "- query-only AE: natural 90.0 against 90.0 (+0.0 points), worst case 40.0 against 40.0" in text
+    assert "{" not in text and "128 queries per estimated image" in text and "a surrogate (dnn, its own weights)" in text
+    assert "distilled from its logits (110 queries) and agrees with the black box on 99.0%" in text
+    assert "input gradient and the black box's is 0.500" in text and "is 0.900" in text
+    assert "| 3,110 (3,000 AE training, 110 fitting the surrogate) | 31.1 |" in text   # every query, per training image
+    assert "| 110 | 1.1 |" in text                          # the label-trained AE: its surrogate's queries only
+    assert "- score-trained AE: natural 90.0 against 90.0 (+0.0 points), worst case 40.0 against 40.0" in text
     assert "40.0 [16.8, 68.7]" in text     # the worst case with its Wilson interval over 10 examples

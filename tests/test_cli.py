@@ -94,7 +94,7 @@ def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
     # one label per training and validation image for the surrogate; then per training image one forward and
     # 2 directions for the update (the attack runs on the surrogate), and one validation forward each
     n, n_val = metrics["n_train"], metrics["n_val"]
-    assert box["surrogate_label_queries"] == n + n_val and box["ae_training_queries"] == n * 3 + n_val
+    assert box["surrogate_queries"] == n + n_val and box["ae_training_queries"] == n * 3 + n_val
     assert box["queries"] == 4 * n + 2 * n_val and box["queries_per_training_image"] == (4 * n + 2 * n_val) / n
     ae, info = load_ae(workspace / "ae_q.pt")
     assert info["meta"]["description"]["access"] == "query"
@@ -419,9 +419,9 @@ def test_query_only_fit_of_a_named_dataset_estimates_in_the_latent_at_an_exact_c
     n, n_val = metrics["n_train"], metrics["n_val"]
     batches = -(-n // 8)
     # labels for the surrogate; per batch 8 forwards and 2 estimated images of `latent` probes; validation forwards
-    assert box["surrogate_label_queries"] == n + n_val
+    assert box["surrogate_queries"] == n + n_val
     assert box["ae_training_queries"] == n + batches * 2 * latent + n_val
-    assert box["queries"] == box["surrogate_label_queries"] + box["ae_training_queries"]
+    assert box["queries"] == box["surrogate_queries"] + box["ae_training_queries"]
 
 
 def test_the_tripwire_of_the_named_query_test_catches_white_box_training(mnist_workspace):

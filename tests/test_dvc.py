@@ -164,7 +164,8 @@ def names(repo: Path, *patterns: str) -> set[str]:
     return {n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
-MNIST_TRAINING = ("train_classifier@mnist-*", "train_ae@mnist", "train_ae_blackbox@mnist-*", "train_surrogate@mnist")
+BLACKBOX_AE = ("train_ae_whitebox@mnist", "train_ae_blackbox@mnist-*")   # blackbox/dvc.yaml: one AE, three accesses
+MNIST_TRAINING = ("train_classifier@mnist-*", "train_ae@mnist", "train_surrogate@mnist-*") + BLACKBOX_AE
 # comparison/dvc.yaml: Madry and AAA at more seeds, and Madry fine-tuned from the natural dnn
 REPLICATES = ("replicate_madry@*", "replicate_ae@*", "finetune_madry")
 REPLICATE_EVAL = ("replicate_eval@*",)
@@ -186,14 +187,12 @@ KNOBS = [
     ("suite.mnist.square_queries", 500, SUITE + REPLICATE_EVAL + VARIANT_EVAL + NOISE_AE),
     ("certify.mnist.n", 1000, ("certify@mnist",)),
     ("certify.mnist.sigmas", [0.5], ("certify@mnist",) + NOISE_AE),   # the noise AE trains at the sigmas
-    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_surrogate@mnist")),   # the surrogate
-    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "train_ae_blackbox@mnist-*",
-                                 "replicate_ae@*") + VARIANTS + NOISE_AE),
-    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "train_ae_blackbox@mnist-*",
-                                  "replicate_ae@*") + VARIANTS + NOISE_AE),
+    ("classifier.mnist.epochs", 3, ("train_classifier@mnist-*", "train_surrogate@mnist-*")),   # surrogates
+    ("ae.mnist.latent_dim", 64, ("train_ae@mnist", "replicate_ae@*") + BLACKBOX_AE + VARIANTS + NOISE_AE),
+    ("ae.mnist.mse_weight", 5.0, ("train_ae@mnist", "replicate_ae@*") + BLACKBOX_AE + VARIANTS + NOISE_AE),
     ("models.cifar10.vgg19.width_divisor", 4, ("train_classifier@cifar10-*",)),
-    ("adversarial.mnist.steps", 3, ("train_classifier@mnist-*", "train_ae@mnist",
-                                   "train_ae_blackbox@mnist-*") + REPLICATES + VARIANTS + NOISE_AE),
+    ("adversarial.mnist.steps", 3, ("train_classifier@mnist-*", "train_ae@mnist") + BLACKBOX_AE + REPLICATES
+     + VARIANTS + NOISE_AE),
     ("adversarial.mnist.epochs", 3, ("train_classifier@mnist-*", "train_ae@mnist")
      + REPLICATES + VARIANTS + NOISE_AE),
     ("train.mnist.lr", 0.001, MNIST_TRAINING + REPLICATES + VARIANTS + NOISE_AE),
@@ -209,7 +208,7 @@ KNOBS = [
     ("devices", 2, ("train_classifier@*", "train_ae@*") + EVAL
      + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL + ("train_ae_noise@*",)),
     ("device", "cpu", ("train_classifier@*", "train_ae@*", "knn_eval@*",
-                       "robustness@*", "train_ae_blackbox@*", "train_surrogate@*",
+                       "robustness@*", "train_ae_whitebox@*", "train_ae_blackbox@*", "train_surrogate@*",
                        "robustness_blackbox@*", "autoattack_study", "train_ae_noise@*", "certify@*")
      + EVAL + REPLICATES + REPLICATE_EVAL + VARIANTS + VARIANT_EVAL),
     ("scales.smoke.evaluate.mnist.subset", 10, ()),   # another scale's overlay: nothing at cpu
@@ -258,12 +257,13 @@ def params_file_readers(name: str) -> dict[str, list[str]]:
 
 def test_the_black_box_stages_track_their_own_params_file():
     """blackbox.yaml's section (and its scale overlay) is read by the black-box training stages and nothing else; the
-    surrogate's stage reads only its architecture and the black box's output."""
+    surrogates' stages read only its architecture and the black box's output."""
     readers = params_file_readers("blackbox.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
-        f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"]
-        for access in ("gradient", "query", "surrogate")} | {
-        "train_surrogate@mnist": ["mnist.output", "mnist.surrogate", "scales.cpu.mnist"]}
+        "train_ae_whitebox@mnist": ["mnist", "scales.cpu.mnist"]} | {
+        f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"] for access in ("labels", "scores")} | {
+        f"train_surrogate@mnist-{fit}": ["mnist.output", "mnist.surrogate", "scales.cpu.mnist"]
+        for fit in ("labels", "scores")}
 
 
 def test_the_comparison_stages_track_their_own_params_file():

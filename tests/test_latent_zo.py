@@ -264,7 +264,7 @@ def _encoder_grads(estimate_images, *, scale_fault: bool = False, monkeypatch=No
     x, y = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(4)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     box = QueryOnly(classifier)
     if scale_fault:
-        monkeypatch.setattr(query_only._ScaleGrad, "backward", staticmethod(lambda ctx, grad: (grad, None)))
+        monkeypatch.setattr(query_only, "_gradient_only", lambda t, scale: t - t.detach())   # the scale dropped
     head = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=1e-3), estimate_images=estimate_images)
     x_hat = LatentAE(ae).train()(x)
     z = getattr(x_hat, query_only.LATENT_ATTR)
@@ -319,10 +319,43 @@ def test_the_surrogate_learns_the_black_boxs_labels_at_one_query_per_image():
     x, x_val = torch.rand(256, 1, 4, 4), torch.rand(64, 1, 4, 4)
     before = (student(x_val).argmax(1) == teacher(x_val).argmax(1)).float().mean()
     cfg = TrainConfig(epochs=3, batch_size=32, lr=1e-2, lr_patience=5, seed=0)
-    surrogate, info = query_only.train_surrogate(box, student, x, x_val, cfg, log=lambda _: None)
+    surrogate, info = query_only.train_surrogate(box, student, x, x_val, cfg, fit="labels", log=lambda _: None)
     after = (surrogate(x_val).argmax(1) == teacher(x_val).argmax(1)).float().mean()
-    assert info["queries"] == box.queries == 256 + 64
+    assert info["queries"] == box.queries == 256 + 64 and info["fit"] == "labels"
     assert after > before + 0.2 and not any(p.requires_grad for p in surrogate.parameters())
+
+
+@pytest.mark.parametrize("output", ["logits", "probs"])
+def test_the_surrogate_distilled_from_scores_learns_the_black_boxs_logits_from_either_output(output):
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    box = QueryOnly(teacher, output=output)
+    x, x_val = torch.rand(256, 1, 4, 4), torch.rand(64, 1, 4, 4)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    before = query_only.score_distance(student(x_val), teacher(x_val)).item()
+    cfg = TrainConfig(epochs=20, batch_size=32, lr=2e-2, lr_patience=5, seed=0)
+    surrogate, info = query_only.train_surrogate(box, student, x, x_val, cfg, log=lambda _: None)
+    assert info["queries"] == box.queries == 256 + 64 and info["fit"] == "scores"      # queried once, not per epoch
+    after = query_only.score_distance(surrogate(x_val), teacher(x_val)).item()
+    assert after < before / 20, (before, after)        # the logits themselves, up to a constant per example
+    assert query_only.input_gradient_cosine(surrogate, teacher, x_val, teacher(x_val).argmax(1)) > 0.9
+    with pytest.raises(ValueError, match="fit must be one of labels, scores"):
+        query_only.train_surrogate(box, student, x, x_val, cfg, fit="probs")
+
+
+def test_the_score_distance_ignores_a_constant_per_example_and_nothing_else():
+    logits = torch.randn(5, 4)
+    assert query_only.score_distance(logits, torch.log_softmax(logits, 1)) < 1e-10
+    assert query_only.score_distance(logits, logits + torch.randn(5, 1)) < 1e-10
+    assert query_only.score_distance(logits, 2 * logits) > 0.1          # a temperature is not a constant
+
+
+def test_the_input_gradient_cosine_is_one_for_the_same_model_and_near_zero_for_an_unrelated_one():
+    torch.manual_seed(0)
+    a, b = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(64, 1, 4, 4), torch.randint(3, (64,))
+    assert query_only.input_gradient_cosine(a, a, x, y, batch_size=20) == pytest.approx(1.0, abs=1e-6)
+    assert abs(query_only.input_gradient_cosine(a, b, x, y)) < 0.5
 
 
 # (g) SurrogateBlend: the black box's loss, a gradient blended from the surrogate's and the estimate

@@ -167,7 +167,7 @@ EDITS = {
 }
 FAULTS = {
     "a module edited": {"train_ae@mnist": "aaa_core/training/losses.py modified",
-                        "blackbox/dvc.yaml:train_ae_blackbox@mnist-query": "aaa_core/training/losses.py modified"},
+                        "blackbox/dvc.yaml:train_ae_blackbox@mnist-scores": "aaa_core/training/losses.py modified"},
     "a params value changed": {"knn_eval@mnist": "params.yaml:knn.mnist modified"},
     # its stage, and one that reads MNIST's metrics folder
     "a metrics file edited": {"evaluate@mnist": "metrics/mnist/evaluate modified",
@@ -197,7 +197,7 @@ def test_the_check_passes_on_a_copy_and_fails_on_planted_faults(copy):
     assert stale_stages(copy) == {} and orphan_lock_entries(copy) == {}
     # a planted orphan: the entry of a stage that no longer exists
     def orphan(stages: dict) -> None:
-        stages["train_ae_blackbox@mnist-removed"] = stages["train_ae_blackbox@mnist-query"]
+        stages["train_ae_blackbox@mnist-removed"] = stages["train_ae_blackbox@mnist-scores"]
     restore = _planted(copy, {"blackbox/dvc.lock": _lock_edit(orphan)})
     try:
         assert orphan_lock_entries(copy) == {"blackbox/dvc.lock": ["train_ae_blackbox@mnist-removed"]}

@@ -42,7 +42,8 @@ DEFAULT_TARGETS = [t for ds, targets in TARGETS.items() if AVAILABLE[ds] for t i
 # on the headline AE, the tables' first row); nothing else may go stale when it changes
 HEADLINE_DEPENDENTS = ("train_ae@{ds}", "evaluate@{ds}", "knn_eval@{ds}", "robustness@{ds}", "report@{ds}")
 # the black-box study trains the headline loss's AE three ways (and its suites name the loss)
-BLACKBOX_HEADLINE = ["blackbox/dvc.yaml:train_ae_blackbox@mnist-*", "blackbox/dvc.yaml:robustness_blackbox@mnist"]
+BLACKBOX_HEADLINE = ["blackbox/dvc.yaml:train_ae_whitebox@mnist", "blackbox/dvc.yaml:train_ae_blackbox@mnist-*",
+                     "blackbox/dvc.yaml:robustness_blackbox@mnist"]
 WHOLE_DAG = ["dvc.yaml", "blackbox/dvc.yaml"]   # the study and the black-box study (comparison/, ablations/: own tests)
 
 
@@ -132,16 +133,21 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     assert all(c["passed"] for c in r["checks"])
     assert "more_steps_not_weaker_independent_runs" in {c["name"] for c in r["checks"]}   # the suite's, too
     # the black-box study end to end (its own pipeline): three accesses, each attacked by the suite, one table
-    # (its header and three rows)
+    # (its header and three rows); the smoke scale blends the latent estimate into the score-trained AE's update
     blackbox = (repo / "reports" / "blackbox_mnist.md").read_text()
-    assert blackbox.count("\n| ") == 4 and "query-only: PGD on the surrogate (transferred), update blending" in blackbox
-    train_query = json.loads((repo / "metrics/blackbox/mnist/train_query.json").read_text())
-    queries, budget, batch = train_query["queries"], train_query["blackbox"], train_query["train"]["batch_size"]
+    assert blackbox.count("\n| ") == 4 and "scores: PGD on the surrogate distilled from them (transferred)" in blackbox
+    train_scores = json.loads((repo / "metrics/blackbox/mnist/train_scores.json").read_text())
+    queries, budget, batch = train_scores["queries"], train_scores["blackbox"], train_scores["train"]["batch_size"]
     # per batch, its forwards and `estimate_images` images of latent probes; the validation set once per epoch
-    per_epoch = budget["epoch_images"] or train_query["n_train"]
+    per_epoch = budget["epoch_images"] or train_scores["n_train"]
     sizes = [min(batch, per_epoch - start) for start in range(0, per_epoch, batch)]
     probes = budget["epochs"] * sum(min(budget["estimate_images"], n) for n in sizes) * queries["per_estimated_image"]
-    assert queries["ae_training"] == queries["training_images"] + probes + budget["epochs"] * train_query["n_val"]
+    assert queries["ae_training"] == queries["training_images"] + probes + budget["epochs"] * train_scores["n_val"]
+    # the label-trained AE queries nothing after its surrogate, which asked once per training and validation image
+    labels = json.loads((repo / "metrics/blackbox/mnist/train_labels.json").read_text())
+    assert labels["queries"]["ae_training"] == 0 and labels["queries"]["per_estimated_image"] == 0
+    surrogate = json.loads((repo / "metrics/blackbox/mnist/surrogate_labels.json").read_text())
+    assert surrogate["queries"] == surrogate["n_train"] + surrogate["n_val"] and surrogate["fit"] == "labels"
     assert changed(repo, stages_matching(repo, DEFAULT_TARGETS)) == set()
 
 

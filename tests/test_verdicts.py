@@ -327,12 +327,14 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
     blind_worse = "".join("0" if i in ones else f for i, f in enumerate(blind))   # 15 fewer right than `blind`
     attacks = [{"name": n, "kind": "white-box", "accuracy": 0.5, "settings": {"steps": s}}
                for n, s in (("pgd40-paper", 40), ("pgd200-paper", 200))]
-    naturals = {"gradient": 0.9, "query": 0.85, "surrogate": 0.3}
-    flag_sets = {"gradient": ref, "query": blind, "surrogate": blind}
-    (tmp_path / "surrogate.json").write_text(json.dumps({"arch": "dnn", "queries": 110, "seconds": 1.0,
-                                                          "test_agreement_with_blackbox": 0.97}))
+    naturals = {"gradient": 0.9, "scores": 0.85, "labels": 0.3}
+    flag_sets = {"gradient": ref, "scores": blind, "labels": blind}
+    for fit in ("labels", "scores"):
+        (tmp_path / f"surrogate_{fit}.json").write_text(json.dumps({
+            "arch": "dnn", "queries": 110, "seconds": 1.0, "test_agreement_with_blackbox": 0.97,
+            "input_gradient_cosine": {"mean": 0.8, "examples": 1000}}))
     for access in ACCESS:
-        queries = 3000 if access == "query" else None
+        queries = 3000 if access == "scores" else (0 if access == "labels" else None)
         train = {"loss": "ce_mse", "classifier": "models/mnist/dnn.pt", "n_train": 100,
                  "natural_test_accuracy": naturals[access], "train": {"batch_size": 64},
                  "attack": {"steps": 10, "eps": 0.3, "alpha": 0.04},
@@ -355,22 +357,22 @@ def test_the_blackbox_report_pairs_each_blind_ae_with_the_white_box_one(tmp_path
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out.md").read_text()
     assert not TIE.search(text)
-    assert ("- surrogate-trained AE against the white-box AE: not compared: surrogate-trained AE collapsed: natural "
+    assert ("- label-trained AE against the white-box AE: not compared: label-trained AE collapsed: natural "
             "30.0% vs classifier alone 98.0%") in text
-    assert "- query-only AE against the white-box AE: white-box AE better (p = 0.0005; 15 vs 1 discordant)" in text
-    assert ("- query-only AE against the surrogate-trained AE: not compared: surrogate-trained AE collapsed: natural "
+    assert "- score-trained AE against the white-box AE: white-box AE better (p = 0.0005; 15 vs 1 discordant)" in text
+    assert ("- score-trained AE against the label-trained AE: not compared: label-trained AE collapsed: natural "
             "30.0% vs classifier alone 98.0%") in text
     assert "[collapsed: natural 30.0% vs classifier alone 98.0%] |" in text
-    # the queries against the surrogate, paired: query-only right where the surrogate-trained AE fails
-    train = json.loads((tmp_path / "train_surrogate.json").read_text())
-    (tmp_path / "train_surrogate.json").write_text(json.dumps({**train, "natural_test_accuracy": 0.88}))
-    suite = json.loads((tmp_path / "robustness" / "surrogate.json").read_text())
-    (tmp_path / "robustness" / "surrogate.json").write_text(json.dumps(
+    # the scores against the labels, paired: score-trained right where the label-trained AE fails
+    train = json.loads((tmp_path / "train_labels.json").read_text())
+    (tmp_path / "train_labels.json").write_text(json.dumps({**train, "natural_test_accuracy": 0.88}))
+    suite = json.loads((tmp_path / "robustness" / "labels.json").read_text())
+    (tmp_path / "robustness" / "labels.json").write_text(json.dumps(
         {**suite, "worst_case_flags": blind_worse, "worst_case_accuracy": blind_worse.count("1") / 100}))
     result = CliRunner().invoke(main, ["--dataset", "mnist", "--metrics-dir", str(tmp_path), "--out",
                                        str(tmp_path / "out.md"), "--classifier-metrics", str(tmp_path / "dnn.json")])
     text = (tmp_path / "out.md").read_text()
-    assert "- query-only AE against the surrogate-trained AE: query-only AE better (p = " in text
+    assert "- score-trained AE against the label-trained AE: score-trained AE better (p = " in text
 
 
 def test_the_summary_marks_collapse_and_adds_the_paired_headline(tmp_path):

@@ -32,25 +32,32 @@ d = 128, cosine 1.000 at 129 queries per image):
   and its training attack is PGD on the latent estimate chained through the (exact) encoder.
 - ``ThroughLatent(..., estimate_images=k)`` estimates the update's CE gradient for k images of each batch
   (scaled by n / k): the latent CGE costs d queries per estimated image, so k bounds the cost per iteration.
-- ``train_surrogate`` trains a classifier of the defender's own on the black box's labels (one query per image),
-  and ``transferred(attack, surrogate)`` runs the training attack through the AE and that surrogate: no queries.
+- ``train_surrogate`` fits a classifier of the defender's own to the black box's answers (one query per image): its
+  predicted labels (``fit="labels"``), or its scores, distilled (``fit="scores"``), which gives the surrogate an input
+  gradient far closer to the black box's; ``transferred(attack, surrogate)`` runs the training attack through the
+  AE and that surrogate: no queries.
 - ``SurrogateBlend(slot, surrogate, weight)`` guards the estimated update: the black box's loss, with a gradient
   that is ``weight`` times the surrogate's exact one plus ``1 - weight`` times the estimate.
 
-The black-box study (stages/train_ae_blackbox.py) and ``aaa fit --access query`` combine the last four: PGD on
-the surrogate for the attack; for the update, the latent estimate blended with the surrogate's gradient.
+The black-box study (stages/train_ae_blackbox.py, reports/blackbox_mnist.md) found the cheapest way the best: AAA
+trained white-box against the surrogate distilled from the black box's scores, no zeroth-order estimate
+(``benchmarks/query_only_pilot.py`` scores the blends on the validation split); ``aaa fit --access query`` does that
+by default, and blends the latent estimate in with ``--surrogate-weight`` below 1.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
+from aaa_core import distributed
 from aaa_core.errors import AAAError
 from aaa_core.models.compose import Defended, freeze
-from aaa_core.training.loops import Attack, TrainConfig, train_classifier
+from aaa_core.training.loops import Attack, TrainConfig, _batched_mean, train_classifier
+from aaa_core.training.loops import fit as fit_loop
 
 Output = Literal["logits", "probs"]
 
@@ -311,17 +318,10 @@ class LatentAE(nn.Module):
         return x_hat
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; backward multiplies the gradient by ``scale``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad * ctx.scale, None
+def _gradient_only(t: Tensor, scale: float) -> Tensor:
+    """Zero in value, ``scale`` times ``t``'s gradient in the backward pass: added to a detached value, it gives that
+    value with a gradient taken (and weighted) from ``t``."""
+    return scale * (t - t.detach())
 
 
 class ThroughLatent(_Queried):
@@ -359,8 +359,8 @@ class ThroughLatent(_Queried):
         k, n = self.estimate_images, len(x_hat)
         if k is None or k >= n or not getattr(x_hat, UPDATE_ATTR, False) or not torch.is_grad_enabled():
             return self.latent_zo.from_latent(z, image=x_hat)
-        head = _ScaleGrad.apply(self.latent_zo.from_latent(z[:k], image=x_hat[:k]), n / k)
-        return torch.cat([head, self.blackbox.query(x_hat[k:])])
+        head = self.latent_zo.from_latent(z[:k], image=x_hat[:k])
+        return torch.cat([head.detach() + _gradient_only(head, n / k), self.blackbox.query(x_hat[k:])])
 
 
 class SurrogateBlend(_Queried):
@@ -388,30 +388,90 @@ class SurrogateBlend(_Queried):
     def forward(self, x_hat: Tensor) -> Tensor:
         if not (torch.is_grad_enabled() and x_hat.requires_grad) or self.weight == 0:
             return self.slot(x_hat)
-        if self.weight == 1:               # the estimate would be multiplied by 0: its queries are not spent
-            with torch.no_grad():
-                answer = self.slot(x_hat)
-        else:
+        # at weight 1 the estimate would be multiplied by 0: its queries are not spent
+        with torch.no_grad() if self.weight == 1 else contextlib.nullcontext():
             answer = self.slot(x_hat)
         exact = self.surrogate(x_hat).float()
-        return answer.detach() + self.weight * (exact - exact.detach()) + (1 - self.weight) * (answer - answer.detach())
+        return answer.detach() + _gradient_only(exact, self.weight) + _gradient_only(answer, 1 - self.weight)
 
 
 @torch.no_grad()
 def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Tensor:
-    """The black box's predicted class for every image (one query each): a surrogate's training labels."""
-    return torch.cat([blackbox.query(xb).argmax(1) for xb in x.split(batch_size)])
+    """The black box's predicted class for every image (one query each): a label-fitted surrogate's targets."""
+    return blackbox_scores(blackbox, x, batch_size).argmax(1)
+
+
+@torch.no_grad()
+def blackbox_scores(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Tensor:
+    """The black box's answer for every image (one query each): its logits, or its log-probabilities."""
+    return torch.cat([blackbox.query(xb) for xb in x.split(batch_size)])
+
+
+def score_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared distance between two batches of class scores, each centred per example: logits and
+    log-probabilities of one softmax differ by a constant per example, so a black box answering with either
+    teaches the same logits (up to that constant, which no prediction or gradient of the loss depends on)."""
+    def centred(scores: Tensor) -> Tensor:
+        scores = scores.float()
+        return scores - scores.mean(1, keepdim=True)
+    return (centred(student) - centred(teacher)).pow(2).mean()
+
+
+Fit = Literal["labels", "scores"]
+FITS: tuple[Fit, ...] = ("labels", "scores")
 
 
 def train_surrogate(blackbox: QueryOnly, surrogate: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, *,
-                    log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
-    """Train ``surrogate`` naturally (``train_classifier`` with ``cfg``) on the black box's labels of the training
-    and validation images, one query each. Returns (the surrogate, frozen in eval mode, what it cost)."""
+                    fit: Fit = "scores", log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+    """Train ``surrogate`` on the black box's answers for the training and validation images, one query each, with
+    ``cfg``'s budget. ``fit="labels"``: natural training (``train_classifier``) on its predicted classes, all a
+    label-only black box gives. ``"scores"``: distillation of its scores (``score_distance`` to its logits or
+    log-probabilities), which on MNIST gives the surrogate an input gradient much closer to the black box's
+    (``benchmarks/query_only_pilot.py``). Returns (the surrogate, frozen in eval mode, what it cost)."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
     start, before = time.perf_counter(), blackbox.queries
-    labels, labels_val = blackbox_labels(blackbox, x), blackbox_labels(blackbox, x_val)
-    history = train_classifier(surrogate, x, labels, x_val, labels_val, cfg, log=log)
-    return freeze(surrogate), {"queries": blackbox.queries - before, "history": history,
+    scores, scores_val = blackbox_scores(blackbox, x), blackbox_scores(blackbox, x_val)
+    if fit == "labels":
+        history = train_classifier(surrogate, x, scores.argmax(1), x_val, scores_val.argmax(1), cfg, log=log)
+    else:
+        history = _distil(surrogate, x, scores, x_val, scores_val, cfg, log=log)
+    return freeze(surrogate), {"queries": blackbox.queries - before, "fit": fit, "history": history,
                                "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _distil(student: nn.Module, x: Tensor, scores: Tensor, x_val: Tensor, scores_val: Tensor, cfg: TrainConfig, *,
+            log: Callable[[str], None]) -> list[dict]:
+    """``loops.fit`` (Adam, the plateau schedule) of ``student`` on ``score_distance`` to the teacher's ``scores``,
+    as ``train_classifier`` runs natural training (under DDP too)."""
+    net = distributed.wrap(student)
+    x_val, scores_val = distributed.shard_rows(x_val, scores_val)
+
+    def step(xb: Tensor, sb: Tensor, generator: torch.Generator, iteration: int) -> Tensor:   # noqa: ARG001
+        student.train()
+        return score_distance(net(xb), sb)
+
+    def val_loss(generator: torch.Generator) -> float:   # noqa: ARG001
+        student.eval()
+        with torch.no_grad():
+            return _batched_mean(lambda xb, sb: score_distance(student(xb), sb), x_val, scores_val, cfg.batch_size)
+    return fit_loop(student, step, val_loss, x, scores, cfg, log=log)
+
+
+def input_gradient_cosine(model: nn.Module, reference: nn.Module, x: Tensor, y: Tensor,
+                          batch_size: int = 256) -> float:
+    """Mean over examples of the cosine between the input gradients of the cross-entropy through ``model`` and
+    through ``reference``: how well a surrogate points where the classifier's own gradient does (an evaluation
+    that reads the reference white-box, never part of query-only training)."""
+    total = 0.0
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        grads = []
+        for net in (model, reference):
+            leaf = xb.detach().float().clone().requires_grad_()
+            grad, = torch.autograd.grad(nn.functional.cross_entropy(net(leaf).float(), yb, reduction="sum"), leaf)
+            grads.append(grad.flatten(1))
+        total += nn.functional.cosine_similarity(*grads, dim=1).sum().item()
+    return total / len(x)
 
 
 def transferred(attack: Attack, surrogate: nn.Module) -> Attack:
