@@ -52,7 +52,7 @@ repro: setup data
 	@$(BIN)/python -m stages.render_readme --print   # the headline; every table: reports/, every number: metrics/
 
 # The other pipelines, each after the study (it reads the study's data and models):
-#   blackbox    one AE trained three ways, with gradients, through queries only and against a surrogate (blackbox/dvc.yaml)
+#   blackbox    one AE trained with gradients, and against surrogates of the classifier's labels and scores (blackbox/dvc.yaml)
 #   comparison  AAA against Madry at more training seeds and under AutoAttack (comparison/dvc.yaml)
 #   ablations   AE training variants (warm start, MSE weight) beside the study's AE (ablations/dvc.yaml)
 #   certify     certified L2 robustness by randomized smoothing (certify/dvc.yaml)

@@ -178,7 +178,8 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
     The training attack runs through the AE and a surrogate distilled from the black box's scores (one query per
     training and validation image; ``--surrogate``, else the dataset zoo's blackbox.yaml surrogate, else a fresh
     instance of ``--classifier``'s factory). ``weight`` 1 (the default) trains the AE white-box against the
-    surrogate, the best query-only way the black-box study found (reports/blackbox_mnist.md). Below 1 the AE's
+    surrogate, the best query-only way on the validation split (benchmarks/query_only_pilot.py; scored on the test
+    set in reports/blackbox_mnist.md). Below 1 the AE's
     update is the black box's loss with a gradient ``weight`` times the surrogate's plus the rest times a
     zeroth-order estimate (``SurrogateBlend``), taken in the AE's latent (``ThroughLatent``, coordinate-wise)
     where the AE has one smaller than the image, else in pixel space (``ZeroOrder``, random directions); the
@@ -260,7 +261,7 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
 @click.option("--smoothing", type=float, default=None,
               help="query access: finite-difference step (params: blackbox; folder: 0.01 latent, 0.005 pixel)")
 @click.option("--surrogate-weight", type=click.FloatRange(0, 1), default=1.0, show_default=True,
-              help="query access: 1 trains white-box against the surrogate (the black-box study's best way); below "
+              help="query access: 1 trains white-box against the surrogate (the best way on the validation split); below "
                    "1 the update's gradient is this much the surrogate's exact one, the rest a zeroth-order estimate")
 @click.option("--surrogate", "surrogate_spec", default=None,
               help="query access: MODULE:FACTORY of the surrogate distilled from the classifier's scores, through "

@@ -29,6 +29,7 @@ BLENDED = ("scores: PGD on the surrogate distilled from them (transferred), upda
 SHORT = {"gradient": "white-box AE", "labels": "label-trained AE", "scores": "score-trained AE"}
 REFERENCE = "gradient"
 FITS = ("labels", "scores")
+OUTPUTS = {"logits": "logits", "probs": "softmax probabilities"}
 
 
 def _read(path: Path) -> dict:
@@ -148,8 +149,12 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         return (f"agrees with the black box on {percent(record['test_agreement_with_blackbox'])} of the test set, "
                 f"and the cosine between its input gradient and the black box's is {cosine['mean']:.3f} (mean over "
                 f"the first {cosine['examples']:,} test images)")
-    update = (f"The score-trained AE's update is the black box's loss, and the gradient that reaches the AE is "
-              f"{weight:g} times the surrogate's exact gradient plus {1 - weight:g} times a zeroth-order estimate "
+    gradient = (f"{weight:g} times the surrogate's exact gradient plus {1 - weight:g} times a zeroth-order estimate"
+                if weight > 0 else "a zeroth-order estimate alone,")
+    update = ("The label-trained AE then trains white-box against its surrogate: the training attack and the update "
+              "run through AE + surrogate, and the black box is not queried again. The score-trained AE's training "
+              "attack runs through AE + its surrogate too (transferred: no query); its update is the black box's "
+              f"loss, and the gradient that reaches the AE is {gradient} "
               "taken in the AE's latent, with decoder and classifier queried as one black box: coordinate-wise "
               f"forward differences (smoothing {budget['smoothing']}), {latent} queries per estimated image, for "
               f"{budget['estimate_images']} images of each batch of {batch} (their estimate scaled by "
@@ -168,10 +173,11 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         f"The blind AEs see the classifier only through queries. Each has a surrogate ({labels['arch']}, its own "
         "weights) fitted to the black box's answers for the training and validation split, one query per image: "
         f"the label-trained AE's learns its predicted classes ({labels['queries']:,} queries) and {fitted(labels)}; "
-        f"the score-trained AE's is distilled from its {budget['output']} ({scores['queries']:,} queries) and "
-        f"{fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate "
-        "and, where the update is estimated, the update and the validation passes) over the images its AE trained "
-        "on.", "",
+        f"the score-trained AE's is distilled from its {OUTPUTS.get(budget['output'], budget['output'])} "
+        f"({scores['queries']:,} queries) and "
+        f"{fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate"
+        + (", and for the score-trained AE the update and the validation passes" if latent else "")
+        + ") over the images its AE trained on.", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
         f"attacker is not limited) by the adaptive suite on {example_count(suite)} test images, seed "
         f"{suite['seed']}, eps {attack['eps']}, float32. Accuracies in percent with 95% Wilson intervals over "

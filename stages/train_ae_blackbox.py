@@ -37,6 +37,7 @@ from stages._blackbox import setup
 from stages._cli import input_file, output_file, params_file, run
 
 ACCESS = ("gradient", "labels", "scores")
+BUDGET = ("epochs", "epoch_images", "eps_ramp", "warm_epochs")   # blackbox.yaml's keys white-box training reads
 
 
 @click.command()
@@ -65,7 +66,7 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surr
                       seed=params.seed, bf16=train.bf16, epoch_images=bb_cfg.epoch_images,
                       eps_ramp=bb_cfg.eps_ramp, augment=train.augment)
     description = {"dataset": dataset, "access": access, "loss": params.loss, "classifier": str(classifier_path),
-                   "train": cfg.__dict__, "attack": attack_cfg.describe(), "blackbox": bb_cfg.__dict__,
+                   "train": cfg.__dict__, "attack": attack_cfg.describe(), "blackbox": {k: v for k, v in bb_cfg.__dict__.items() if access != "gradient" or k in BUDGET},
                    "n_train": len(x), "n_val": len(x_val)}
     if (access == "gradient") != (surrogate_path is None):
         raise click.UsageError(f"--access {access} needs --surrogate (stages/train_surrogate.py --fit {access} writes "
@@ -75,8 +76,9 @@ def main(dataset: str, access: str, classifier_path: Path, data_path: Path, surr
         surrogate, surrogate_info = load_model(surrogate_path, kind="classifier", dataset=dataset, device=device)
         fitted = surrogate_info["meta"].get("fit")
         if fitted != access:
-            raise click.BadParameter(f"{surrogate_path} was fitted to the black box's {fitted}, not its {access}: "
-                                     f"pass the surrogate of train_surrogate --fit {access}", param_hint="--surrogate")
+            what = f"was fitted to the black box's {fitted}" if fitted else "records no fit (an older surrogate)"
+            raise click.BadParameter(f"{surrogate_path} {what}, not its {access}: pass the surrogate of "
+                                     f"stages.train_surrogate --fit {access}", param_hint="--surrogate")
         description["surrogate"] = str(surrogate_path)
     attack = training_attack(attack_cfg)
     arch_kwargs = ae_kwargs(dataset, params.section("ae", dataset))

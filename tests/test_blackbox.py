@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from aaa_core.training.query_only import BlackBoxGradientError, QueryOnly, ZeroOrder, blackbox_labels, rge_vjp
+from aaa_core.training.query_only import BlackBoxGradientError, QueryOnly, ZeroOrder, blackbox_scores, rge_vjp
 from aaa_core.training.losses import ce_mse
 from aaa_core.training.loops import TrainConfig, train_ae, training_attack
 from aaa_core.attacks import PGDConfig
@@ -107,11 +107,11 @@ def test_the_tripwire_catches_white_box_training():
         _train(Tripwired())
 
 
-def test_surrogate_labels_are_the_black_boxs_predictions_one_query_each():
+def test_a_surrogates_targets_are_the_black_boxs_answers_one_query_each():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
     box = QueryOnly(model)
     x = torch.rand(7, 1, 4, 4)
-    assert torch.equal(blackbox_labels(box, x, batch_size=3), model(x).argmax(1))
+    assert torch.allclose(blackbox_scores(box, x, batch_size=3), model(x))
     assert box.queries == 7
 
 
@@ -185,8 +185,10 @@ def test_wilson_interval_matches_the_textbook_values():
         wilson_interval(5, 4)
 
 
-def test_the_report_fills_in_every_placeholder(tmp_path):
-    """The black-box report from a minimal set of metrics: every number filled in, no template left over."""
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_the_report_fills_in_every_placeholder(tmp_path, weight):
+    """The black-box report from a minimal set of metrics: every number filled in, no template left over; the
+    score-trained AE's update estimated (weight 0.5) or white-box against its surrogate (1, the study's)."""
     import json
 
     from click.testing import CliRunner
@@ -200,13 +202,14 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
             "arch": "dnn", "queries": 110, "seconds": 1.0, "test_agreement_with_blackbox": agreement,
             "input_gradient_cosine": {"mean": 0.5 if fit == "labels" else 0.9, "examples": 1000}}))
     for access in ACCESS:
-        queries = 3000 if access == "scores" else (0 if access == "labels" else None)
+        estimated = access == "scores" and weight < 1
+        queries = 3000 if estimated else (0 if access != "gradient" else None)
         train = {"loss": "ce_mse", "classifier": "models/mnist/dnn.pt", "n_train": 100, "natural_test_accuracy": 0.9,
                  "train": {"batch_size": 64}, "attack": {"steps": 10, "eps": 0.3, "alpha": 0.04},
                  "blackbox": {"epochs": 2, "epoch_images": 50, "eps_ramp": 5, "warm_epochs": 1, "estimate_images": 8,
-                              "surrogate_weight": 0.5, "smoothing": 0.01, "output": "logits", "surrogate": "dnn"},
+                              "surrogate_weight": weight, "smoothing": 0.01, "output": "logits", "surrogate": "dnn"},
                  "queries": {"ae_training": queries, "per_training_image": queries and queries / 100,
-                             "training_images": 100, "per_estimated_image": 128 if queries else 0},
+                             "training_images": 100, "per_estimated_image": 128 if estimated else 0},
                  "ae_training_seconds": 3.0}
         suite = {"name": access, "examples": 10, "seed": 0, "attacks": attacks, "worst_case_accuracy": 0.4,
                  "masked_gradients": {"detected": False, "acknowledged": False}}
@@ -217,10 +220,15 @@ def test_the_report_fills_in_every_placeholder(tmp_path):
                                        str(tmp_path / "out.md")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out.md").read_text()
-    assert "{" not in text and "128 queries per estimated image" in text and "a surrogate (dnn, its own weights)" in text
+    assert "{" not in text and "a surrogate (dnn, its own weights)" in text
     assert "distilled from its logits (110 queries) and agrees with the black box on 99.0%" in text
     assert "input gradient and the black box's is 0.500" in text and "is 0.900" in text
-    assert "| 3,110 (3,000 AE training, 110 fitting the surrogate) | 31.1 |" in text   # every query, per training image
-    assert "| 110 | 1.1 |" in text                          # the label-trained AE: its surrogate's queries only
+    if weight < 1:
+        assert "0.5 times the surrogate's exact gradient" in text and "128 queries per estimated image" in text
+        assert "| 3,110 (3,000 AE training, 110 fitting the surrogate) | 31.1 |" in text   # every query, per image
+        assert text.count("| 110 | 1.1 |") == 1             # the label-trained AE: its surrogate's queries only
+    else:
+        assert "Both blind AEs then train white-box against their surrogate" in text and "estimate" not in text
+        assert text.count("| 110 | 1.1 |") == 2             # each blind AE: its surrogate's queries only
     assert "- score-trained AE: natural 90.0 against 90.0 (+0.0 points), worst case 40.0 against 40.0" in text
     assert "40.0 [16.8, 68.7]" in text     # the worst case with its Wilson interval over 10 examples

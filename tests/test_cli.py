@@ -91,7 +91,7 @@ def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
     assert len(metrics["warm_start_history"]) == 1        # query access starts with a clean reconstruction epoch
     # the generic AE's latent (64 x 4 x 4) is larger than the image: the pixel-space estimate, PGD on the surrogate
     assert box["estimate"].startswith("pixel, 2 random directions") and box["surrogate"] == "a fresh my_models:net"
-    # one label per training and validation image for the surrogate; then per training image one forward and
+    # one query per training and validation image for the surrogate's scores; then per training image one forward and
     # 2 directions for the update (the attack runs on the surrogate), and one validation forward each
     n, n_val = metrics["n_train"], metrics["n_val"]
     assert box["surrogate_queries"] == n + n_val and box["ae_training_queries"] == n * 3 + n_val
@@ -418,7 +418,7 @@ def test_query_only_fit_of_a_named_dataset_estimates_in_the_latent_at_an_exact_c
     assert box["surrogate"] == "dnn (blackbox.yaml)" and box["surrogate_weight"] == 0.5
     n, n_val = metrics["n_train"], metrics["n_val"]
     batches = -(-n // 8)
-    # labels for the surrogate; per batch 8 forwards and 2 estimated images of `latent` probes; validation forwards
+    # scores for the surrogate; per batch 8 forwards and 2 estimated images of `latent` probes; validation forwards
     assert box["surrogate_queries"] == n + n_val
     assert box["ae_training_queries"] == n + batches * 2 * latent + n_val
     assert box["queries"] == box["surrogate_queries"] + box["ae_training_queries"]

@@ -257,10 +257,12 @@ def params_file_readers(name: str) -> dict[str, list[str]]:
 
 def test_the_black_box_stages_track_their_own_params_file():
     """blackbox.yaml's section (and its scale overlay) is read by the black-box training stages and nothing else; the
-    surrogates' stages read only its architecture and the black box's output."""
+    white-box reference reads only the training budget, the surrogates' stages only the surrogate's architecture and
+    the black box's output."""
     readers = params_file_readers("blackbox.yaml")
     assert {name: keys for name, keys in readers.items() if keys} == {
-        "train_ae_whitebox@mnist": ["mnist", "scales.cpu.mnist"]} | {
+        "train_ae_whitebox@mnist": ["mnist.epoch_images", "mnist.epochs", "mnist.eps_ramp", "mnist.warm_epochs",
+                                    "scales.cpu.mnist"]} | {
         f"train_ae_blackbox@mnist-{access}": ["mnist", "scales.cpu.mnist"] for access in ("labels", "scores")} | {
         f"train_surrogate@mnist-{fit}": ["mnist.output", "mnist.surrogate", "scales.cpu.mnist"]
         for fit in ("labels", "scores")}

@@ -343,6 +343,21 @@ def test_the_surrogate_distilled_from_scores_learns_the_black_boxs_logits_from_e
         query_only.train_surrogate(box, student, x, x_val, cfg, fit="probs")
 
 
+def test_distillation_never_augments_the_images_the_scores_were_queried_for(monkeypatch):
+    from aaa_core.training import loops
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a distilled batch was augmented after its scores were queried")
+    monkeypatch.setattr(loops, "augment_batch", refuse)
+    box = QueryOnly(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+    x = torch.rand(32, 1, 4, 4)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, lr_patience=5, seed=0, augment=True)
+    query_only.train_surrogate(box, nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), x, x[:8], cfg, log=lambda _: None)
+    with pytest.raises(AssertionError, match="augmented"):     # the label fit does augment when asked: the check bites
+        query_only.train_surrogate(box, nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), x, x[:8], cfg, fit="labels",
+                                   log=lambda _: None)
+
+
 def test_the_score_distance_ignores_a_constant_per_example_and_nothing_else():
     logits = torch.randn(5, 4)
     assert query_only.score_distance(logits, torch.log_softmax(logits, 1)) < 1e-10

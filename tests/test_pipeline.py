@@ -28,8 +28,7 @@ OFFLINE_CIFAR10 = ROOT / "data" / "offline" / "cifar10" / "cifar10-jpeg.tar.gz"
 AVAILABLE = {"mnist": True, "cifar10": OFFLINE_CIFAR10.is_file(), "fashion_mnist": FASHION_MNIST_DEBIAN.is_dir()}
 MISSING = {"cifar10": f"{OFFLINE_CIFAR10} missing: `make data` copies it where ../shared/data has it",
            "fashion_mnist": f"{FASHION_MNIST_DEBIAN} missing: `make data` installs it where apt-get works"}
-# the black-box study (its own pipeline, blackbox/dvc.yaml) whole: four AEs, their suites and the report
-# (only the query-only AE while DVC parsed its YAML in pure Python and the default run neared 15 minutes)
+# the black-box study (its own pipeline, blackbox/dvc.yaml) whole: its surrogates, AEs, their suites and the report
 TARGETS = {"mnist": ["report@mnist", "robustness@mnist",
                      "blackbox/dvc.yaml:render_blackbox@mnist"],
            # CIFAR-10's whole DAG was 6 of the default run's 14 minutes, and its one remaining pipeline kept the
@@ -41,7 +40,7 @@ DEFAULT_TARGETS = [t for ds, targets in TARGETS.items() if AVAILABLE[ds] for t i
 # the stages whose command or params name the headline loss (its AE, the ensemble AE's loss, the suite and kNN
 # on the headline AE, the tables' first row); nothing else may go stale when it changes
 HEADLINE_DEPENDENTS = ("train_ae@{ds}", "evaluate@{ds}", "knn_eval@{ds}", "robustness@{ds}", "report@{ds}")
-# the black-box study trains the headline loss's AE three ways (and its suites name the loss)
+# the black-box study trains the headline loss's AE with three kinds of access (and its suites name the loss)
 BLACKBOX_HEADLINE = ["blackbox/dvc.yaml:train_ae_whitebox@mnist", "blackbox/dvc.yaml:train_ae_blackbox@mnist-*",
                      "blackbox/dvc.yaml:robustness_blackbox@mnist"]
 WHOLE_DAG = ["dvc.yaml", "blackbox/dvc.yaml"]   # the study and the black-box study (comparison/, ablations/: own tests)

@@ -39,14 +39,16 @@ d = 128, cosine 1.000 at 129 queries per image):
 - ``SurrogateBlend(slot, surrogate, weight)`` guards the estimated update: the black box's loss, with a gradient
   that is ``weight`` times the surrogate's exact one plus ``1 - weight`` times the estimate.
 
-The black-box study (stages/train_ae_blackbox.py, reports/blackbox_mnist.md) found the cheapest way the best: AAA
-trained white-box against the surrogate distilled from the black box's scores, no zeroth-order estimate
-(``benchmarks/query_only_pilot.py`` scores the blends on the validation split); ``aaa fit --access query`` does that
-by default, and blends the latent estimate in with ``--surrogate-weight`` below 1.
+``aaa fit --access query`` and the black-box study's score-trained AE (stages/train_ae_blackbox.py, surrogate_weight 1)
+train white-box against the surrogate distilled from the black box's scores, with no zeroth-order estimate: on the
+validation split that beat the label-fitted surrogate and every blend with the latent estimate
+(``benchmarks/query_only_pilot.py``); reports/blackbox_mnist.md scores it on the test set against white-box AAA.
+``--surrogate-weight`` below 1 blends the latent estimate in.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import Callable, Literal
 
@@ -396,14 +398,9 @@ class SurrogateBlend(_Queried):
 
 
 @torch.no_grad()
-def blackbox_labels(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Tensor:
-    """The black box's predicted class for every image (one query each): a label-fitted surrogate's targets."""
-    return blackbox_scores(blackbox, x, batch_size).argmax(1)
-
-
-@torch.no_grad()
 def blackbox_scores(blackbox: QueryOnly, x: Tensor, batch_size: int = 512) -> Tensor:
-    """The black box's answer for every image (one query each): its logits, or its log-probabilities."""
+    """The black box's answer for every image (one query each): its logits, or its log-probabilities (a
+    label-fitted surrogate learns their argmax)."""
     return torch.cat([blackbox.query(xb) for xb in x.split(batch_size)])
 
 
@@ -443,7 +440,9 @@ def train_surrogate(blackbox: QueryOnly, surrogate: nn.Module, x: Tensor, x_val:
 def _distil(student: nn.Module, x: Tensor, scores: Tensor, x_val: Tensor, scores_val: Tensor, cfg: TrainConfig, *,
             log: Callable[[str], None]) -> list[dict]:
     """``loops.fit`` (Adam, the plateau schedule) of ``student`` on ``score_distance`` to the teacher's ``scores``,
-    as ``train_classifier`` runs natural training (under DDP too)."""
+    as ``train_classifier`` runs natural training (under DDP too). Without augmentation, whatever ``cfg`` says: the
+    scores are the teacher's answers for the images as they were queried, not for crops or flips of them."""
+    cfg = dataclasses.replace(cfg, augment=False)
     net = distributed.wrap(student)
     x_val, scores_val = distributed.shard_rows(x_val, scores_val)
 
