@@ -10,12 +10,13 @@ validation image: its labels, or its logits distilled) and in the AE's update:
     white            attack white-box,  update white-box (the reference)
     labels<E>        attack surrogate,  update surrogate, the surrogate fitted to labels for E epochs (default 1)
     scores<E>        attack surrogate,  update surrogate, the surrogate distilled from logits for E epochs
+    ball<E>          the same, the surrogate also asked at a random point of each training image's eps-ball
     surattack        attack surrogate,  update white-box (what the transferred attack alone costs)
     hybrid<W>        attack surrogate,  update SurrogateBlend: W/100 surrogate + the rest latent CGE on K images
     cge              attack surrogate,  update latent CGE alone on K images a batch
     cgewhiteattack   attack white-box,  update latent CGE alone on K images a batch
 
-surattack, hybrid and cge use the surrogate --fit names. Each row also gives the surrogate's input-gradient cosine
+surattack, hybrid and cge use the surrogate --fit names (without the ball). Each row also gives the surrogate's input-gradient cosine
 with the DNN's (mean over the validation images scored) and the AE training's queries (update and validation) per
 training image; fitting the surrogate costs one more query per training and validation image wherever one is used.
 
@@ -73,19 +74,20 @@ def main() -> None:
         box = QueryOnly(dnn)
         surrogate, cosine = None, "-"
         if way != "white":
-            fit, epochs = args.fit, 1
-            for named in ("labels", "scores"):
+            fit, epochs, ball = args.fit, 1, 0.0
+            for named in ("labels", "scores", "ball"):
                 if way.startswith(named):
-                    fit, epochs = named, int(way[len(named):] or 1)
+                    fit, epochs = ("scores" if named == "ball" else named), int(way[len(named):] or 1)
+                    ball = 0.3 if named == "ball" else 0.0
             surrogate, _ = train_surrogate(box, build("mnist", "dnn"), x, x_val,
                                            dataclasses.replace(cfg, epochs=epochs, epoch_images=0, eps_ramp=0),
-                                           fit=fit, log=lambda _: None)
+                                           fit=fit, ball=ball, log=lambda _: None)
             cosine = f"{input_gradient_cosine(surrogate, dnn, x_val[:args.examples], y_val[:args.examples]):.3f}"
         before, start = box.queries, time.perf_counter()
         estimate = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=0.01), estimate_images=args.k)
         if way == "white":
             trained, target, way_attack = ae, dnn, attack
-        elif way.startswith(("labels", "scores")):
+        elif way.startswith(("labels", "scores", "ball")):
             trained, target, way_attack = ae, surrogate, attack
         elif way == "surattack":
             trained, target, way_attack = ae, dnn, transferred(attack, surrogate)

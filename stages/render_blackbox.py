@@ -144,6 +144,11 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
                          for a in suite["attacks"])
     labels, scores = surrogates["labels"], surrogates["scores"]
 
+    def asked(record: dict) -> str:
+        ball = record.get("ball") or 0
+        return ((f"at those images and at one uniform random point of each training image's L-inf ball of radius "
+                 f"{ball:g}, " if ball else "") + f"{record['queries']:,} queries")
+
     def fitted(record: dict) -> str:
         cosine = record["input_gradient_cosine"]
         return (f"agrees with the black box on {percent(record['test_agreement_with_blackbox'])} of the test set, "
@@ -171,11 +176,10 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         f"PGD-{attack['steps']} at eps {attack['eps']}, step {attack['alpha']}. Every AE starts with "
         f"{budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
         f"The blind AEs see the classifier only through queries. Each has a surrogate ({labels['arch']}, its own "
-        "weights) fitted to the black box's answers for the training and validation split, one query per image: "
-        f"the label-trained AE's learns its predicted classes ({labels['queries']:,} queries) and {fitted(labels)}; "
+        "weights) fitted to the black box's answers for the training and validation images: "
+        f"the label-trained AE's learns its predicted classes ({asked(labels)}) and {fitted(labels)}; "
         f"the score-trained AE's is distilled from its {OUTPUTS.get(budget['output'], budget['output'])} "
-        f"({scores['queries']:,} queries) and "
-        f"{fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate"
+        f"({asked(scores)}) and {fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate"
         + (", and for the score-trained AE the update and the validation passes" if latent else "")
         + ") over the images its AE trained on.", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "

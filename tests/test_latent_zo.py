@@ -343,6 +343,22 @@ def test_the_surrogate_distilled_from_scores_learns_the_black_boxs_logits_from_e
         query_only.train_surrogate(box, student, x, x_val, cfg, fit="probs")
 
 
+def test_the_ball_adds_one_query_per_training_image_at_a_point_of_its_eps_ball():
+    torch.manual_seed(0)
+    box = QueryOnly(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+    x, x_val = torch.rand(32, 1, 4, 4), torch.rand(8, 1, 4, 4)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, lr_patience=5, seed=3)
+    _, info = query_only.train_surrogate(box, nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), x, x_val, cfg, ball=0.1,
+                                         log=lambda _: None)
+    assert info["queries"] == box.queries == 2 * 32 + 8 and info["ball"] == 0.1
+    points = query_only.ball_points(x, 0.1, seed=3)
+    assert torch.equal(points, query_only.ball_points(x, 0.1, seed=3))       # the same queries on a rerun
+    assert (points - x).abs().max() <= 0.1 + 1e-6 and points.min() >= 0 and points.max() <= 1
+    assert (points - x).abs().max() > 0.09 and not torch.equal(points, query_only.ball_points(x, 0.1, seed=4))
+    with pytest.raises(ValueError, match="ball must be >= 0"):
+        query_only.train_surrogate(box, nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), x, x_val, cfg, ball=-0.1)
+
+
 def test_distillation_never_augments_the_images_the_scores_were_queried_for(monkeypatch):
     from aaa_core.training import loops
 

@@ -34,15 +34,17 @@ d = 128, cosine 1.000 at 129 queries per image):
   (scaled by n / k): the latent CGE costs d queries per estimated image, so k bounds the cost per iteration.
 - ``train_surrogate`` fits a classifier of the defender's own to the black box's answers (one query per image): its
   predicted labels (``fit="labels"``), or its scores, distilled (``fit="scores"``), which gives the surrogate an input
-  gradient far closer to the black box's; ``transferred(attack, surrogate)`` runs the training attack through the
+  gradient far closer to the black box's, the more so when each training image is also asked at a random point of
+  its eps-ball (``ball``); ``transferred(attack, surrogate)`` runs the training attack through the
   AE and that surrogate: no queries.
 - ``SurrogateBlend(slot, surrogate, weight)`` guards the estimated update: the black box's loss, with a gradient
   that is ``weight`` times the surrogate's exact one plus ``1 - weight`` times the estimate.
 
 ``aaa fit --access query`` and the black-box study's score-trained AE (stages/train_ae_blackbox.py, surrogate_weight 1)
-train white-box against the surrogate distilled from the black box's scores, with no zeroth-order estimate: on the
-validation split that beat the label-fitted surrogate and every blend with the latent estimate
-(``benchmarks/query_only_pilot.py``); reports/blackbox_mnist.md scores it on the test set against white-box AAA.
+train white-box against the surrogate distilled from the black box's scores in the eps-ball, with no zeroth-order
+estimate: on the validation split that beat the label-fitted surrogate and every blend with the latent estimate
+(``benchmarks/query_only_pilot.py``, ``benchmarks/surrogate_alignment.py``); reports/blackbox_mnist.md scores it on the
+test set against white-box AAA.
 ``--surrogate-weight`` below 1 blends the latent estimate in.
 """
 from __future__ import annotations
@@ -418,22 +420,38 @@ Fit = Literal["labels", "scores"]
 FITS: tuple[Fit, ...] = ("labels", "scores")
 
 
+def ball_points(x: Tensor, radius: float, seed: int) -> Tensor:
+    """One uniform random point of the L-inf ball of ``radius`` around each image, clipped to [0, 1] (drawn from a
+    generator seeded with ``seed``, so a rerun asks the same queries)."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + radius * (2 * noise - 1)).clamp(0, 1)
+
+
 def train_surrogate(blackbox: QueryOnly, surrogate: nn.Module, x: Tensor, x_val: Tensor, cfg: TrainConfig, *,
-                    fit: Fit = "scores", log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+                    fit: Fit = "scores", ball: float = 0.0,
+                    log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
     """Train ``surrogate`` on the black box's answers for the training and validation images, one query each, with
     ``cfg``'s budget. ``fit="labels"``: natural training (``train_classifier``) on its predicted classes, all a
     label-only black box gives. ``"scores"``: distillation of its scores (``score_distance`` to its logits or
     log-probabilities), which on MNIST gives the surrogate an input gradient much closer to the black box's
-    (``benchmarks/query_only_pilot.py``). Returns (the surrogate, frozen in eval mode, what it cost)."""
+    (``benchmarks/surrogate_alignment.py``). With ``ball`` > 0 every training image is also asked at one random
+    point of its L-inf ball of that radius (``ball_points``), where the attacks the surrogate stands in for search:
+    the surrogate trains on both (an epoch covers twice the images) and its gradient there matches the black box's
+    better. Returns (the surrogate, frozen in eval mode, what it cost)."""
     if fit not in FITS:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    if ball < 0:
+        raise ValueError(f"ball must be >= 0, got {ball}")
     start, before = time.perf_counter(), blackbox.queries
+    if ball:
+        x = torch.cat([x, ball_points(x, ball, cfg.seed)])
     scores, scores_val = blackbox_scores(blackbox, x), blackbox_scores(blackbox, x_val)
     if fit == "labels":
         history = train_classifier(surrogate, x, scores.argmax(1), x_val, scores_val.argmax(1), cfg, log=log)
     else:
         history = _distil(surrogate, x, scores, x_val, scores_val, cfg, log=log)
-    return freeze(surrogate), {"queries": blackbox.queries - before, "fit": fit, "history": history,
+    return freeze(surrogate), {"queries": blackbox.queries - before, "fit": fit, "ball": ball, "history": history,
                                "seconds": round(time.perf_counter() - start, 1)}
 
 
