@@ -172,12 +172,11 @@ def _setup(classifier_spec, weights, dataset, data, params_path, eps, seed, devi
 
 
 def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val,
-                  surrogate_cfg, attack, *, ball, estimate_images, directions, smoothing, weight):
+                  surrogate_cfg, attack, *, estimate_images, directions, smoothing, weight):
     """What query-only training needs: (module trained, classifier slot, training attack, description).
 
     The training attack runs through the AE and a surrogate distilled from the black box's scores (one query per
-    training and validation image, and one at a random point of each training image's ``ball`` (the training eps);
-    ``--surrogate``, else the dataset zoo's blackbox.yaml surrogate, else a fresh
+    training and validation image; ``--surrogate``, else the dataset zoo's blackbox.yaml surrogate, else a fresh
     instance of ``--classifier``'s factory). ``weight`` 1 (the default) trains the AE white-box against the
     surrogate, the best query-only way on the validation split (benchmarks/query_only_pilot.py; scored on the test
     set in reports/blackbox_mnist.md). Below 1 the AE's
@@ -204,7 +203,7 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
         raise click.BadParameter(f"{where} gives the classifier's own weights, so it cannot be the surrogate of a "
                                  "classifier that may only be queried: pass --surrogate MODULE:FACTORY returning "
                                  "untrained weights", param_hint="--surrogate")
-    surrogate, info = train_surrogate(blackbox, fresh.to(x.device), x, x_val, surrogate_cfg, ball=ball,
+    surrogate, info = train_surrogate(blackbox, fresh.to(x.device), x, x_val, surrogate_cfg,
                                       log=lambda line: click.echo(line, err=True))
     described = {"surrogate": where, "surrogate_fit": info["fit"], "surrogate_queries": info["queries"],
                  "surrogate_weight": weight}
@@ -245,8 +244,7 @@ def _query_access(ae, blackbox, classifier_spec, surrogate_spec, defaults, datas
                    "where the MSE term is about 1% of the loss: reports/ablations_mnist.md)")
 @click.option("--access", type=click.Choice(ACCESS), default="gradient", show_default=True,
               help="gradient: white-box AAA; query: the classifier is only queried: a surrogate is distilled from its "
-                   "scores (at the training images and a random point of each one's eps-ball), and the AE trains "
-                   "against the surrogate (see --surrogate-weight).")
+                   "scores, and the AE trains against the surrogate (see --surrogate-weight).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="(params: adversarial; folder: 1)")
 @click.option("--epoch-images", type=click.IntRange(0), default=None, help="images per epoch, 0 = all")
 @click.option("--steps", type=click.IntRange(1), default=None, help="PGD steps of the training attack (folder: 10)")
@@ -345,7 +343,7 @@ def fit(classifier_spec, weights, dataset, data, params_path, eps, seed, device_
         surrogate_cfg = dataclasses.replace(cfg, epochs=defaults["surrogate_epochs"], epoch_images=0, eps_ramp=0)
         trained, target, attack, query_info = _query_access(
             ae, blackbox, classifier_spec, surrogate_spec, defaults, dataset, named, params, x, x_val, surrogate_cfg,
-            attack, ball=attack_cfg.eps, estimate_images=estimate_images, directions=directions,
+            attack, estimate_images=estimate_images, directions=directions,
             smoothing=smoothing, weight=surrogate_weight)
     click.echo(f"{dataset}: {len(x)} training images {shape} on {device}, AE {arch}, loss {loss}, access {access}, "
                f"eps {eps}, PGD-{attack_cfg.steps} step {attack_cfg.alpha:g}, {cfg.epochs} epoch(s)", err=True)

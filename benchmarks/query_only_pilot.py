@@ -30,21 +30,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import torch
 
 from aaa_core.attacks import PGDConfig
-from aaa_core.data import load_prepared, split_train_val
 from aaa_core.evaluation.flags import correct_flags, robust_flags
 from aaa_core.models import Defended, build
-from aaa_core.models.checkpoints import load_model
 from aaa_core.training.loops import TrainConfig, pretrain_ae, train_ae, training_attack
 from aaa_core.training.losses import get_loss
 from aaa_core.training.query_only import (LatentAE, LatentZeroOrder, QueryOnly, SurrogateBlend, ThroughLatent,
                                           input_gradient_cosine, train_surrogate, transferred)
-
-ROOT = Path(__file__).resolve().parents[1]
+from _mnist_study import mnist_study   # this script's folder is on sys.path
 
 
 def main() -> None:
@@ -56,12 +52,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8, help="images per batch the latent estimate covers")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    data = load_prepared(ROOT / "data/mnist/mnist.pt", device)
-    dnn, _ = load_model(ROOT / "models/mnist/dnn.pt", kind="classifier", dataset="mnist", device=device)
-    torch.manual_seed(0)
-    (x, y), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=30000, val_size=1000, seed=0)
+    _, dnn, (x, y), (x_val, y_val) = mnist_study(args.threads)
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.002, lr_patience=5, seed=0, bf16=False, epoch_images=6000,
                       eps_ramp=100, augment=False)
     loss, attack = get_loss("ce_mse", 10.0), training_attack(PGDConfig(eps=0.3, alpha=0.15, steps=3))

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
 from aaa_core.attacks import pgd
-from aaa_core.data import load_prepared, split_train_val
 from aaa_core.models import Defended, build
 from aaa_core.models.checkpoints import load_model
 from aaa_core.training.loops import TrainConfig
 from aaa_core.training.query_only import QueryOnly, input_gradient_cosine, train_surrogate
+from _mnist_study import ROOT, mnist_study   # this script's folder is on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
 FITS = {"labels": ("labels", 0.0), "scores": ("scores", 0.0), "scores+ball": ("scores", 0.3)}
 
 
@@ -43,12 +41,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="initialisation seeds of the surrogate")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    data = load_prepared(ROOT / "data/mnist/mnist.pt", device)
-    dnn, _ = load_model(ROOT / "models/mnist/dnn.pt", kind="classifier", dataset="mnist", device=device)
-    ae, _ = load_model(ROOT / "models/blackbox/mnist/ae_gradient.pt", kind="ae", dataset="mnist", device=device)
-    (x, _), (x_val, y_val) = split_train_val(data["x_train"], data["y_train"], subset=30000, val_size=1000, seed=0)
+    _, dnn, (x, _), (x_val, y_val) = mnist_study(args.threads)
+    ae, _ = load_model(ROOT / "models/blackbox/mnist/ae_gradient.pt", kind="ae", dataset="mnist")
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.002, lr_patience=5, seed=0)
     x_adv = pgd(Defended(ae, dnn), x_val[:500], y_val[:500], eps=0.3, alpha=0.05, steps=10,
                 generator=torch.Generator().manual_seed(0))

@@ -2,9 +2,7 @@
 
 blackbox.yaml's ``surrogate`` architecture (of the dataset's zoo, its own weights) is fitted to the frozen classifier's
 answers for the training and validation split, queried through ``QueryOnly``: ``--fit labels`` learns its predicted
-classes (all a label-only black box gives; one query per image), ``--fit scores`` distils its scores (``output``:
-logits or probabilities) for those images and for one random point of each training image's eps-ball (params.yaml's
-``threat.<dataset>.eps``), where the attacks the surrogate stands in for search (two queries per training image).
+classes (all a label-only black box gives), ``--fit scores`` distils its scores (``output``: logits or probabilities).
 The black-box study's AEs trained blind are then trained against it (stages/train_ae_blackbox.py). The metrics give
 its queries, its agreement with the black box on the test set and the mean cosine between its input gradient and
 the black box's on the first ``--gradient-examples`` test images (both read from the classifier directly: an
@@ -51,9 +49,8 @@ def main(dataset: str, fit: str, classifier_path: Path, data_path: Path, out: Pa
     arch_kwargs = params.section("models", dataset).get(bb_cfg.surrogate, {})
     cfg = TrainConfig(epochs=params.section("classifier", dataset).epochs, batch_size=train.batch_size, lr=train.lr,
                       lr_patience=train.lr_patience, seed=params.seed, bf16=train.bf16, augment=train.augment)
-    ball = params.attack(dataset).eps if fit == "scores" else 0.0
     surrogate, info = train_surrogate(study.blackbox, build(dataset, bb_cfg.surrogate, **arch_kwargs).to(device), x, x_val,
-                                      cfg, fit=fit, ball=ball, log=click.echo)
+                                      cfg, fit=fit, log=click.echo)
     x_test, y_test = data["x_test"], data["y_test"]
     agreement = (predictions(surrogate, x_test) == predictions(classifier, x_test)).float().mean().item()
     cosine = input_gradient_cosine(surrogate, classifier, x_test[:gradient_examples], y_test[:gradient_examples])

@@ -91,11 +91,10 @@ def test_query_only_fit_counts_queries_and_never_needs_gradients(workspace):
     assert len(metrics["warm_start_history"]) == 1        # query access starts with a clean reconstruction epoch
     # the generic AE's latent (64 x 4 x 4) is larger than the image: the pixel-space estimate, PGD on the surrogate
     assert box["estimate"].startswith("pixel, 2 random directions") and box["surrogate"] == "a fresh my_models:net"
-    # for the surrogate's scores one query per training and validation image and one per training image in its
-    # eps-ball; then per training image one forward and
+    # one query per training and validation image for the surrogate's scores; then per training image one forward and
     # 2 directions for the update (the attack runs on the surrogate), and one validation forward each
     n, n_val = metrics["n_train"], metrics["n_val"]
-    assert box["surrogate_queries"] == 2 * n + n_val and box["ae_training_queries"] == n * 3 + n_val
+    assert box["surrogate_queries"] == n + n_val and box["ae_training_queries"] == n * 3 + n_val
     assert box["queries"] == 4 * n + 2 * n_val and box["queries_per_training_image"] == (4 * n + 2 * n_val) / n
     ae, info = load_ae(workspace / "ae_q.pt")
     assert info["meta"]["description"]["access"] == "query"
@@ -419,9 +418,8 @@ def test_query_only_fit_of_a_named_dataset_estimates_in_the_latent_at_an_exact_c
     assert box["surrogate"] == "dnn (blackbox.yaml)" and box["surrogate_weight"] == 0.5
     n, n_val = metrics["n_train"], metrics["n_val"]
     batches = -(-n // 8)
-    # scores for the surrogate (twice per training image: itself and a point of its eps-ball); per batch 8 forwards
-    # and 2 estimated images of `latent` probes; validation forwards
-    assert box["surrogate_queries"] == 2 * n + n_val
+    # scores for the surrogate; per batch 8 forwards and 2 estimated images of `latent` probes; validation forwards
+    assert box["surrogate_queries"] == n + n_val
     assert box["ae_training_queries"] == n + batches * 2 * latent + n_val
     assert box["queries"] == box["surrogate_queries"] + box["ae_training_queries"]
 
@@ -444,11 +442,10 @@ def test_query_only_fit_refuses_a_surrogate_with_the_classifiers_own_weights_and
     assert result.exit_code == 2 and "takes no zeroth-order estimate" in result.output
 
 
-def test_query_only_fit_by_default_trains_against_the_surrogate_at_two_queries_per_image(mnist_workspace):
+def test_query_only_fit_by_default_trains_against_the_surrogate_at_one_query_per_image(mnist_workspace):
     result = invoke(*MNIST_FIT, "--access", "query")
     assert result.exit_code == 0, result.output
     metrics = json.loads((mnist_workspace / "ae.json").read_text())
     box = metrics["blackbox"]
     assert box["surrogate_weight"] == 1 and box["estimate"] == "none: white-box against the surrogate"
-    # the surrogate's: each training image and a point of its eps-ball, each validation image; then none
-    assert box["ae_training_queries"] == 0 and box["queries"] == 2 * metrics["n_train"] + metrics["n_val"]
+    assert box["ae_training_queries"] == 0 and box["queries"] == metrics["n_train"] + metrics["n_val"]
