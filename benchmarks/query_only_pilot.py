@@ -11,6 +11,10 @@ validation image: its labels, or its logits distilled) and in the AE's update:
     labels<E>        attack surrogate,  update surrogate, the surrogate fitted to labels for E epochs (default 1)
     scores<E>        attack surrogate,  update surrogate, the surrogate distilled from logits for E epochs
     ball<E>          the same, the surrogate also asked at a random point of each training image's eps-ball
+    pick<K>          the same as scores, the surrogate picked among K initialisations (torch seeds 0..K-1) by its
+                     input-gradient cosine with the DNN on the validation images PGD-40 does not score
+    ens<K>           attack and update through an ensemble of K such surrogates (seeds 0..K-1), one drawn per batch
+                     (train_ae's ensemble, as AAA against several classifiers)
     surattack        attack surrogate,  update white-box (what the transferred attack alone costs)
     hybrid<W>        attack surrogate,  update SurrogateBlend: W/100 surrogate + the rest latent CGE on K images
     cge              attack surrogate,  update latent CGE alone on K images a batch
@@ -22,7 +26,7 @@ training image; fitting the surrogate costs one more query per training and vali
 
 Run from the repository root after the study's MNIST data and DNN exist (`dvc repro train_classifier@mnist-dnn`):
 `.venv/bin/python benchmarks/query_only_pilot.py --ways white,labels,scores,hybrid75 --k 8` (one to three minutes
-per way on 2 CPU cores; one seed, so about +-4 points on 500 examples: a pilot, not a verdict, which the black-box
+per way on 2 CPU cores, pick and ens about K times longer to fit their surrogates; one seed, so about +-4 points on 500 examples: a pilot, not a verdict, which the black-box
 study makes).
 """
 from __future__ import annotations
@@ -64,7 +68,30 @@ def main() -> None:
         pretrain_ae(ae, x, x_val, dataclasses.replace(cfg, epochs=1, eps_ramp=0), log=lambda _: None)
         box = QueryOnly(dnn)
         surrogate, cosine = None, "-"
-        if way != "white":
+
+        def scores_surrogates(k: int) -> list:
+            """k scores surrogates, initialised from torch seeds 0..k-1."""
+            fitted = []
+            for seed in range(k):
+                torch.manual_seed(seed)
+                fitted.append(train_surrogate(box, build("mnist", "dnn"), x, x_val,
+                                              dataclasses.replace(cfg, epochs=1, epoch_images=0, eps_ramp=0),
+                                              log=lambda _: None)[0])
+            return fitted
+
+        ensemble = None
+        if way.startswith("ens"):
+            ensemble = scores_surrogates(int(way[3:] or 3))
+            cosine = " / ".join(f"{input_gradient_cosine(m, dnn, x_val[:args.examples], y_val[:args.examples]):.2f}"
+                                for m in ensemble)
+        elif way.startswith("pick"):
+            candidates = [(input_gradient_cosine(c, dnn, x_val[args.examples:], y_val[args.examples:]), seed, c)
+                          for seed, c in enumerate(scores_surrogates(int(way[4:] or 3)))]
+            held_out, seed, surrogate = max(candidates, key=lambda c: c[0])
+            print(f"{way}: held-out cosines " + ", ".join(f"seed {s} {c:.3f}" for c, s, _ in candidates)
+                  + f"; picked seed {seed}", flush=True)
+            cosine = f"{input_gradient_cosine(surrogate, dnn, x_val[:args.examples], y_val[:args.examples]):.3f}"
+        elif way != "white":
             fit, epochs, ball = args.fit, 1, 0.0
             for named in ("labels", "scores", "ball"):
                 if way.startswith(named):
@@ -76,9 +103,12 @@ def main() -> None:
             cosine = f"{input_gradient_cosine(surrogate, dnn, x_val[:args.examples], y_val[:args.examples]):.3f}"
         before, start = box.queries, time.perf_counter()
         estimate = ThroughLatent(LatentZeroOrder(ae.decoder, box, smoothing=0.01), estimate_images=args.k)
+        targets = None
         if way == "white":
             trained, target, way_attack = ae, dnn, attack
-        elif way.startswith(("labels", "scores", "ball")):
+        elif ensemble is not None:
+            trained, target, targets, way_attack = ae, None, ensemble, attack
+        elif way.startswith(("labels", "scores", "ball", "pick")):
             trained, target, way_attack = ae, surrogate, attack
         elif way == "surattack":
             trained, target, way_attack = ae, dnn, transferred(attack, surrogate)
@@ -92,7 +122,7 @@ def main() -> None:
             trained, target, way_attack = LatentAE(ae), estimate, attack
         else:
             raise SystemExit(f"--ways: unknown way {way!r}")
-        train_ae(trained, [target], loss, x, y, x_val, y_val, cfg, attack=way_attack, log=lambda _: None)
+        train_ae(trained, targets or [target], loss, x, y, x_val, y_val, cfg, attack=way_attack, log=lambda _: None)
         seconds = time.perf_counter() - start
         ae.eval()
         pipeline = Defended(ae, dnn)
