@@ -144,11 +144,6 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
                          for a in suite["attacks"])
     labels, scores = surrogates["labels"], surrogates["scores"]
 
-    def asked(record: dict) -> str:
-        ball = record.get("ball") or 0
-        return ((f"at those images and at one uniform random point of each training image's L-inf ball of radius "
-                 f"{ball:g}, " if ball else "") + f"{record['queries']:,} queries")
-
     def fitted(record: dict) -> str:
         cosine = record["input_gradient_cosine"]
         return (f"agrees with the black box on {percent(record['test_agreement_with_blackbox'])} of the test set, "
@@ -156,8 +151,9 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
                 f"the first {cosine['examples']:,} test images)")
     gradient = (f"{weight:g} times the surrogate's exact gradient plus {1 - weight:g} times a zeroth-order estimate"
                 if weight > 0 else "a zeroth-order estimate alone,")
-    update = ("The label-trained AE then trains white-box against its surrogate: the training attack and the update "
-              "run through AE + surrogate, and the black box is not queried again. The score-trained AE's training "
+    white_box = ("white-box against {}: the training attack and the update run through AE + surrogate, and the "
+                 "black box is not queried again.")
+    update = (f"The label-trained AE then trains {white_box.format('its surrogate')} The score-trained AE's training "
               "attack runs through AE + its surrogate too (transferred: no query); its update is the black box's "
               f"loss, and the gradient that reaches the AE is {gradient} "
               "taken in the AE's latent, with decoder and classifier queried as one black box: coordinate-wise "
@@ -166,8 +162,7 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
               f"{batch}/{budget['estimate_images']}); the other images are queried once. The estimate reaches the "
               "encoder only; the surrogate's gradient and the MSE term reach encoder and decoder exactly."
               if latent else
-              "Both blind AEs then train white-box against their surrogate: the training attack and the update run "
-              "through AE + surrogate, and the black box is not queried again.")
+              f"Both blind AEs then train {white_box.format('their surrogate')}")
     lines = [
         f"# {dataset}: AAA trained through a black box", "",
         f"One AE ({train['loss']} loss) trained {len(runs)} ways against the frozen natural classifier "
@@ -177,9 +172,9 @@ def main(dataset: str, metrics_dir: Path, out: Path, classifier_metrics: Path | 
         f"{budget['warm_epochs']} epoch(s) of clean reconstruction (no queries).", "",
         f"The blind AEs see the classifier only through queries. Each has a surrogate ({labels['arch']}, its own "
         "weights) fitted to the black box's answers for the training and validation images: "
-        f"the label-trained AE's learns its predicted classes ({asked(labels)}) and {fitted(labels)}; "
+        f"the label-trained AE's learns its predicted classes ({labels['queries']:,} queries) and {fitted(labels)}; "
         f"the score-trained AE's is distilled from its {OUTPUTS.get(budget['output'], budget['output'])} "
-        f"({asked(scores)}) and {fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate"
+        f"({scores['queries']:,} queries) and {fitted(scores)}. {update} \"Per training image\" is every query the way cost (fitting its surrogate"
         + (", and for the score-trained AE the update and the validation passes" if latent else "")
         + ") over the images its AE trained on.", "",
         f"Then every AE is attacked white-box through AE + the real classifier (the defender trained blind, the "
